@@ -1,0 +1,46 @@
+# pirid_lite — every target builds the locked environment itself from nothing but python3 + make.
+PYTHON_BOOTSTRAP ?= python3
+UV_VERSION       := 0.13.8
+TOOLS            := .tools
+UV               := $(TOOLS)/bin/uv
+VENV             := .venv
+PY               := $(VENV)/bin/python
+STAMP            := $(VENV)/.synced
+SEED             ?= 0
+
+.PHONY: help env demo test test-fast notebooks lab reproduce benchmarks lint clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+$(UV):
+	$(PYTHON_BOOTSTRAP) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
+
+$(STAMP): $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen
+	@touch $(STAMP)
+
+env: $(STAMP)  ## create .venv from uv.lock (torch 2.13 + torchvision 0.28, pinned)
+
+demo: $(STAMP)  ## generate the synthetic `small` benchmark, train PIRID (cpu profile), evaluate
+	$(PY) -m pirid_lite demo --seed $(SEED)
+
+test: $(STAMP)  ## unit tests, benchmark smoke runs and every notebook under nbval
+	$(PY) -m pytest tests benchmarks -q
+	PIRID_NOTEBOOK_MODE=test $(PY) -m pytest --nbval-lax --nbval-current-env notebooks -q -p no:cacheprovider
+
+test-fast: $(STAMP)  ## unit tests only
+	$(PY) -m pytest tests -q -m "not slow"
+
+lab: $(STAMP)  ## open the notebooks in JupyterLab
+	$(VENV)/bin/jupyter lab notebooks
+
+reproduce: $(STAMP)  ## regenerate every number of Tables 1-2 and results/FINDINGS.md (hours on 2 cores)
+	$(PY) -m pirid_lite reproduce --out results
+
+benchmarks: $(STAMP)  ## run every benchmark at full size, print ratios
+	$(PY) -m benchmarks.run_all
+
+clean:  ## remove the environment and generated data (keeps results/)
+	rm -rf $(VENV) $(TOOLS) data/synthetic
