@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 VARIANTS = ("pirid", "pirid-1", "pirid-2", "supervised", "oracle-prototypes")
-ICS_VARIANTS = ("pirid", "pirid-1", "pirid-2", "oracle-prototypes")  # oracle reads truth only for grouping
+ICS_VARIANTS = ("pirid", "pirid-1", "pirid-2")  # never read the hidden cross-camera truth
 PROFILES = ("paper", "cpu", "test")
 METRICS = ("cosine", "jaccard")
 STAGE2_SAMPLING = ("intra-id", "prototype")
@@ -111,11 +111,13 @@ class PiridConfig:
 
     @property
     def uses_inter_losses(self) -> bool:
-        return self.variant in ("pirid", "pirid-2", "oracle-prototypes")
+        """Stage 2 adds L_inter_ID (Eq. 4); only ``pirid-1`` trains with L_intra alone (Table 2)."""
+        return self.variant != "pirid-1"
 
     @property
     def uses_triplet(self) -> bool:
-        return self.variant in ("pirid", "oracle-prototypes")
+        """``pirid-2`` drops L_inter_triplet (Table 2)."""
+        return self.variant in ("pirid", "oracle-prototypes", "supervised")
 
     @property
     def reads_true_identities(self) -> bool:

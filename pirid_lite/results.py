@@ -1,0 +1,127 @@
+"""The ``results/`` tree: where runs live, how they are read back, and Tables 1–2 built from them.
+
+A run writes ``results/runs/<dataset>/<profile>/<variant>[+<tag>]/seed<k>/`` with ``config.json``,
+``log.jsonl`` and ``metrics.json`` (see :class:`pirid_lite.trainer.Trainer`). Tables are *only* built from
+those files, next to the paper's published numbers, so every measured figure traces back to a run.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+import pandas as pd
+
+METRIC_COLUMNS = ("R1", "R5", "R10", "mAP")
+
+# Paper Table 1 (published; "-" in the paper = not reported → None).
+PAPER_TABLE1 = {
+    "MTML": {"Market1501": (85.3, None, 96.2, 65.2), "DukeMTMC-ReID": (71.7, None, 86.9, 50.7),
+             "MSMT17": (44.1, None, 63.9, 18.6)},
+    "PCSL": {"Market1501": (87.0, 94.8, 96.6, 69.4), "DukeMTMC-ReID": (71.7, 84.7, 88.2, 53.5),
+             "MSMT17": (48.3, 62.8, 68.6, 20.7)},
+    "ACAN": {"Market1501": (73.3, 87.6, 91.8, 50.6), "DukeMTMC-ReID": (67.6, 81.2, 85.2, 45.1),
+             "MSMT17": (33.0, 48.0, 54.7, 12.6)},
+    "MATE": {"Market1501": (88.7, None, 97.1, 71.1), "DukeMTMC-ReID": (76.9, None, 89.6, 56.6),
+             "MSMT17": (46.0, None, 65.3, 19.1)},
+    "PIRID": {"Market1501": (91.03, 96.7, 97.86, 79.57), "DukeMTMC-ReID": (79.85, 88.6, 91.38, 65.37),
+              "MSMT17": (60.6, 73.76, 79.27, 34.85)},
+}
+# Paper Table 2 (published R1 / mAP).
+PAPER_TABLE2 = {
+    "PIRID-1": {"Market1501": (85.48, 69.73), "DukeMTMC-ReID": (77.11, 61.08), "MSMT17": (50.49, 25.56)},
+    "PIRID-2": {"Market1501": (90.83, 79.18), "DukeMTMC-ReID": (79.35, 64.71), "MSMT17": (59.72, 34.37)},
+    "PIRID": {"Market1501": (91.03, 79.57), "DukeMTMC-ReID": (79.85, 65.37), "MSMT17": (60.6, 34.85)},
+}
+VARIANT_ORDER = ["pirid-1", "pirid-2", "pirid", "oracle-prototypes", "supervised"]
+
+
+def run_dir(results_root: str | Path, dataset: str, profile: str, variant: str, seed: int,
+            tag: str | None = None) -> Path:
+    name = variant if not tag else f"{variant}+{tag}"
+    return Path(results_root) / "runs" / dataset / profile / name / f"seed{seed}"
+
+
+def read_log(run_path: str | Path) -> pd.DataFrame:
+    """The per-epoch log (``log.jsonl``) of one run as a DataFrame."""
+    path = Path(run_path) / "log.jsonl"
+    if not path.exists():
+        raise FileNotFoundError(f"no per-epoch log at {path}; was the run started?")
+    return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
+
+
+def load_runs(results_root: str | Path = "results") -> pd.DataFrame:
+    """One row per finished run (a ``metrics.json``) under ``results_root/runs``."""
+    rows = []
+    for path in sorted(Path(results_root).glob("runs/*/*/*/seed*/metrics.json")):
+        record = json.loads(path.read_text())
+        config, provenance = record["config"], record["provenance"]
+        variant_dir = path.parent.parent.name
+        rows.append({
+            "dataset": provenance["dataset"], "profile": config["profile"], "variant": config["variant"],
+            "tag": variant_dir.partition("+")[2], "seed": config["seed"], **record["metrics"],
+            "device": provenance["device"], "imagenet_weights": provenance["imagenet_weights"],
+            "git_commit": provenance["git_commit"], "wall_seconds": record.get("wall_seconds"),
+            "final_purity": (record.get("final_epoch") or {}).get("purity"),
+            "final_noise_share": (record.get("final_epoch") or {}).get("noise_share"),
+            "path": str(path.parent),
+        })
+    columns = ["dataset", "profile", "variant", "tag", "seed", *METRIC_COLUMNS, "device", "imagenet_weights",
+               "git_commit", "wall_seconds", "final_purity", "final_noise_share", "path"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summarize(runs: pd.DataFrame, by: Iterable[str] = ("dataset", "profile", "variant", "tag"),
+              metrics: Iterable[str] = METRIC_COLUMNS) -> pd.DataFrame:
+    """Mean, std and number of seeds of each metric per group."""
+    by, metrics = list(by), list(metrics)
+    grouped = runs.groupby(by, sort=False)[metrics]
+    table = grouped.agg(["mean", "std"])
+    table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
+    table["seeds"] = grouped.size()
+    return table.reset_index()
+
+
+def mean_std(table: pd.DataFrame, metrics: Iterable[str] = METRIC_COLUMNS, digits: int = 1) -> pd.DataFrame:
+    """Format ``summarize`` output as "mean ± std" strings."""
+    out = table.drop(columns=[c for c in table.columns if c.endswith(("_mean", "_std"))]).copy()
+    for metric in metrics:
+        mean, std = table[f"{metric}_mean"], table[f"{metric}_std"].fillna(0.0)
+        out[metric] = [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in zip(mean, std)]
+    return out
+
+
+def table1(runs: pd.DataFrame, dataset_label: str) -> pd.DataFrame:
+    """Paper Table 1 (published rows) beside this project's measured PIRID rows.
+
+    Each measured row names the dataset, profile and number of seeds it was measured on.
+    """
+    rows = []
+    for method, per_dataset in PAPER_TABLE1.items():
+        for dataset, values in per_dataset.items():
+            rows.append({"method": method, "source": "paper (published)", "dataset": dataset,
+                         **dict(zip(METRIC_COLUMNS, values))})
+    measured = runs[(runs["variant"] == "pirid") & (runs["tag"] == "")]
+    for (dataset, profile), group in measured.groupby(["dataset", "profile"], sort=False):
+        means = group[list(METRIC_COLUMNS)].mean()
+        rows.append({"method": "PIRID", "source": f"measured ({profile} profile, {len(group)} seeds)",
+                     "dataset": f"{dataset_label}" if dataset_label else dataset, **means.round(2).to_dict()})
+    return pd.DataFrame(rows)
+
+
+def table2(runs: pd.DataFrame, dataset: str | None = None, profile: str | None = None) -> pd.DataFrame:
+    """Table 2 on measured runs: the ablations and the diagnostics, mean ± std over seeds (untagged runs)."""
+    selected = runs[runs["tag"] == ""]
+    if dataset is not None:
+        selected = selected[selected["dataset"] == dataset]
+    if profile is not None:
+        selected = selected[selected["profile"] == profile]
+    table = summarize(selected)
+    order = {variant: i for i, variant in enumerate(VARIANT_ORDER)}
+    return table.sort_values(by="variant", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def paper_table2() -> pd.DataFrame:
+    rows = [{"method": method, "dataset": dataset, "R1": values[0], "mAP": values[1]}
+            for method, per_dataset in PAPER_TABLE2.items() for dataset, values in per_dataset.items()]
+    return pd.DataFrame(rows)
