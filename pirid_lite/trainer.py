@@ -16,6 +16,7 @@ solely to *log* prototype purity, which never feeds back into training.
 """
 from __future__ import annotations
 
+import io
 import json
 import random
 import time
@@ -35,13 +36,15 @@ from .losses import batch_hard_triplet_loss, inter_id_loss, intra_camera_loss, t
 from .memory import IntraCameraMemory, PrototypeMemory
 from .model import build_model
 from .prototypes import Prototypes, form_prototypes, prototype_quality, prototypes_from_groups
-from .utils import atomic_torch_save, atomic_write_json, atomic_write_text, device_description, git_commit
-from .utils import resolve_device, seed_everything
+from .utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text,
+                    device_description, git_commit, resolve_device, seed_everything)
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
 METRICS = "metrics.json"
 CONFIG = "config.json"
+MEMORY_BANK = "memory_final.pt"
+FEATURES = "features_{stage}.npz"
 
 
 def lr_factor(epoch: int, cfg: PiridConfig) -> float:
@@ -85,11 +88,12 @@ class Trainer:
     """
 
     def __init__(self, cfg: PiridConfig, dataset, out_dir: str | Path, *, progress: bool = True,
-                 log: Callable[[str], None] = print) -> None:
+                 save_features: bool = False, log: Callable[[str], None] = print) -> None:
         self.cfg = cfg
         self.dataset = dataset
         self.out_dir = Path(out_dir)
         self.progress = progress
+        self.save_features = save_features  # also write test-set features before/after training (t-SNE)
         self.log = log
         self.device = resolve_device(cfg.device)
         self.use_amp = cfg.amp and self.device.type == "cuda"
@@ -281,6 +285,8 @@ class Trainer:
             self.history = []
             self._rewrite_log()
             self._initialise_memory()
+            if self.save_features:
+                self._write_test_features("initial")
         # wall time already spent before a resume counts too
         started = time.perf_counter() - (self.history[-1]["seconds"] if self.history else 0.0)
         for epoch in range(start_epoch, self.cfg.epochs):
@@ -296,12 +302,25 @@ class Trainer:
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < self.cfg.epochs:
                 return {"stopped_after_epoch": epoch + 1}
         metrics = self.evaluate()
+        atomic_torch_save({"features": self.memory.features.cpu(), "label_camera": self.memory.label_camera.cpu()},
+                          self.out_dir / MEMORY_BANK)
+        if self.save_features:
+            self._write_test_features("final")
         result = {"metrics": metrics, "provenance": provenance, "config": self.cfg.to_dict(),
                   "wall_seconds": round(time.perf_counter() - started, 2),
                   "final_epoch": self.history[-1] if self.history else None}
         atomic_write_json(self.out_dir / METRICS, result)
         self.log("final: " + "  ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
         return result
+
+    def _write_test_features(self, stage: str) -> None:
+        """L2-normalised f(x) of query+gallery (float16) with pids/camids, for Figure 3 (t-SNE)."""
+        items = list(self.dataset.query) + list(self.dataset.gallery)
+        loader = data_lib.make_test_loader(items, self.cfg)
+        features, pids, camids = extract_features(self.model, loader, self.device, amp=self.cfg.amp)
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, features=features.numpy().astype(np.float16), pids=pids, camids=camids)
+        atomic_write_bytes(self.out_dir / FEATURES.format(stage=stage), buffer.getvalue())
 
     def evaluate(self) -> dict[str, float]:
         return evaluate_model(self.model, self.dataset, self.cfg, self.device)
