@@ -19,6 +19,7 @@ ICS_VARIANTS = ("pirid", "pirid-1", "pirid-2")  # never read the hidden cross-ca
 PROFILES = ("paper", "cpu", "test")
 METRICS = ("cosine", "jaccard")
 STAGE2_SAMPLING = ("intra-id", "prototype")
+INPUT_PIPELINES = ("auto", "dataloader", "tensor")
 
 
 @dataclass
@@ -56,7 +57,10 @@ class PiridConfig:
     lr_milestones: tuple[int, ...] = (20, 40)
     lr_gamma: float = 0.1
     iters_per_epoch: int | None = None   # None = one pass over the training images per epoch
-    amp: bool = True                     # used on CUDA only
+    amp: bool = True                     # used on CUDA only (bf16 where supported, else fp16 + GradScaler)
+    input_pipeline: str = "auto"         # "dataloader" | "tensor" (decoded uint8 set on the device, batched
+                                         # augmentation there) | "auto" = tensor on CUDA, dataloader on CPU
+    compile: bool = False                # torch.compile the model (CUDA)
 
     # --- intra-camera memory (Eq. 1-3)
     memory_momentum: float = 0.05        # μ
@@ -98,6 +102,8 @@ class PiridConfig:
         check(self.cluster_metric in METRICS, f"cluster_metric={self.cluster_metric!r}, expected one of {METRICS}")
         check(self.stage2_sampling in STAGE2_SAMPLING,
               f"stage2_sampling={self.stage2_sampling!r}, expected one of {STAGE2_SAMPLING}")
+        check(self.input_pipeline in INPUT_PIPELINES,
+              f"input_pipeline={self.input_pipeline!r}, expected one of {INPUT_PIPELINES}")
         check(0.0 <= self.memory_momentum <= 1.0, f"memory_momentum={self.memory_momentum}, expected μ in [0, 1]")
         check(self.temperature > 0, f"temperature={self.temperature}, expected τ > 0")
         check(self.dbscan_eps > 0, f"dbscan_eps={self.dbscan_eps}, expected > 0")

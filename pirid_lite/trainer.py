@@ -36,6 +36,7 @@ from .losses import batch_hard_triplet_loss, inter_id_loss, intra_camera_loss, t
 from .memory import IntraCameraMemory, PrototypeMemory
 from .model import build_model
 from .prototypes import Prototypes, form_prototypes, prototype_quality, prototypes_from_groups
+from .tensor_pipeline import TensorTrainLoader
 from .utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text,
                     device_description, git_commit, resolve_device, seed_everything)
 
@@ -114,6 +115,11 @@ class Trainer:
                                         momentum=self.cfg.memory_momentum, temperature=self.cfg.temperature,
                                         renormalize=self.cfg.memory_renormalize).to(self.device)
         self.image_labels = torch.as_tensor(self.labels.image_labels, device=self.device)
+        self.train_images = None
+        if self.cfg.input_pipeline == "tensor" or (self.cfg.input_pipeline == "auto" and self.device.type == "cuda"):
+            self.train_images = data_lib.load_image_tensor(self.dataset.train, self.cfg.height,
+                                                           self.cfg.width).to(self.device)
+        self.train_model = torch.compile(self.model) if self.cfg.compile else self.model
 
     def _initialise_memory(self) -> None:
         """K ← per-ID mean of the initial model's normalised features (DESIGN.md §2, Eq. 1 row)."""
@@ -160,8 +166,11 @@ class Trainer:
         if proto_labels is not None and self.cfg.stage2_sampling == "prototype":
             sample_by = proto_labels[self.image_labels].cpu().numpy()
         num_batches = self.cfg.iters_per_epoch or max(1, len(self.dataset.train) // self.cfg.batch_size)
+        seed = self.cfg.seed * 100_003 + epoch
+        if self.train_images is not None:
+            return TensorTrainLoader(self.train_images, self.dataset.train, sample_by, self.cfg, seed, num_batches)
         return data_lib.make_train_loader(self.dataset.train, sample_by, self.cfg,
-                                          seed=self.cfg.seed * 100_003 + epoch, epoch_batches=num_batches)
+                                          seed=seed, epoch_batches=num_batches)
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         stage = 1 if epoch < self.cfg.stage1_epochs or not self.cfg.uses_inter_losses else 2
@@ -205,7 +214,7 @@ class Trainer:
         groups = self.memory.label_camera[labels]  # softmax group of each image (its camera for ICS)
         zero = torch.zeros((), device=self.device)
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.use_amp):
-            g, f = self.model(images)
+            g, f = self.train_model(images)
         g, f = g.float(), f.float()
         log_probs = self.memory.log_probs(f, groups)
         l_intra = intra_camera_loss(log_probs, labels, groups)

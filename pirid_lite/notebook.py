@@ -1,0 +1,58 @@
+"""Settings the notebooks share, read from the environment so that nbval can run them small.
+
+``PIRID_NOTEBOOK_MODE``: ``full`` (default; what the committed outputs show) or ``test`` (what
+``make test`` uses: the ``test`` profile, fewer epochs, runs written to a temporary folder).
+``PIRID_DATASET`` / ``PIRID_DATA_ROOT``: a real dataset instead of the synthetic ``small`` benchmark.
+On a CUDA machine the full-training notebook switches to the ``paper`` profile.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .config import PiridConfig, get_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+MODES = ("full", "test")
+
+
+@dataclass(frozen=True)
+class NotebookSettings:
+    mode: str
+    dataset: str
+    data_root: str | None
+    profile: str
+    results_root: Path      # committed results (read by the figure/table notebooks)
+    scratch_root: Path      # where notebook trainings write (results/notebooks, or a temp dir in test mode)
+
+    @property
+    def is_test(self) -> bool:
+        return self.mode == "test"
+
+    def config(self, **overrides) -> PiridConfig:
+        return get_config(self.profile, **overrides)
+
+    def describe(self) -> str:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return (f"mode={self.mode}  dataset={self.dataset}  profile={self.profile}  device={device}  "
+                f"(set PIRID_NOTEBOOK_MODE / PIRID_DATASET / PIRID_DATA_ROOT to change)")
+
+
+def settings(gpu_profile: str = "cpu") -> NotebookSettings:
+    """The notebook settings; ``gpu_profile="paper"`` lets a notebook use §3.1 exactly on a GPU."""
+    mode = os.environ.get("PIRID_NOTEBOOK_MODE", "full")
+    if mode not in MODES:
+        raise ValueError(f"PIRID_NOTEBOOK_MODE={mode!r}; expected one of {MODES}")
+    if mode == "test":
+        profile = "test"
+        scratch = Path(tempfile.mkdtemp(prefix="pirid_nbval_"))
+    else:
+        profile = gpu_profile if torch.cuda.is_available() else "cpu"
+        scratch = REPO_ROOT / "results" / "notebooks"
+    return NotebookSettings(mode=mode, dataset=os.environ.get("PIRID_DATASET", "small"),
+                            data_root=os.environ.get("PIRID_DATA_ROOT"), profile=profile,
+                            results_root=REPO_ROOT / "results", scratch_root=scratch)
