@@ -273,6 +273,12 @@ class Trainer:
         atomic_write_text(self.out_dir / LOG, "".join(json.dumps(r) + "\n" for r in self.history))
 
     # ------------------------------------------------------------------ public
+    def setup(self) -> None:
+        """Seed, build model/optimiser/schedule, and initialise the memory K from the initial model."""
+        self._build()
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: lr_factor(e, self.cfg))
+        self._initialise_memory()
+
     def fit(self, resume: bool = False, stop_after_epoch: int | None = None) -> dict[str, Any]:
         """Train (or continue with ``resume``), evaluate, write the run's files and return the final record.
 
@@ -280,8 +286,7 @@ class Trainer:
         (the checkpoint is complete; used to test that resuming reproduces an uninterrupted run).
         """
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._build()
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda e: lr_factor(e, self.cfg))
+        self.setup()
         provenance = self._describe()
         self.log(f"PIRID run: variant={self.cfg.variant} profile={self.cfg.profile} dataset={provenance['dataset']} "
                  f"seed={self.cfg.seed} device={provenance['device']} imagenet_weights={provenance['imagenet_weights']}")
@@ -293,7 +298,6 @@ class Trainer:
             atomic_write_json(self.out_dir / CONFIG, {"config": self.cfg.to_dict(), "provenance": provenance})
             self.history = []
             self._rewrite_log()
-            self._initialise_memory()
             if self.save_features:
                 self._write_test_features("initial")
         # wall time already spent before a resume counts too
