@@ -38,6 +38,8 @@ class TrainItem:
 class TestItem:
     """A query/gallery image: true identity ``pid`` (0 = distractor) and camera (0-based)."""
 
+    __test__ = False  # not a pytest test class despite the name
+
     path: str
     pid: int
     camid: int
@@ -132,7 +134,8 @@ class ReIDDataset:
         self._num_train_identities = num_train_identities  # a count only, shown by summary()
 
     def summary(self) -> pd.DataFrame:
-        """Images, identities and cameras per split (train identities = true count; ICS IDs = N)."""
+        """Images, identities and cameras per split (train identities: the true count, for comparison with
+        published numbers; the ICS label space is in ``ics``)."""
         def row(items: Sequence, identities: int) -> dict[str, int]:
             cams = {item.camid for item in items}
             return {"images": len(items), "identities": identities, "cameras": len(cams)}
@@ -142,11 +145,12 @@ class ReIDDataset:
             "query": row(self.query, len({i.pid for i in self.query})),
             "gallery": row(self.gallery, len({i.pid for i in self.gallery})),
         }, orient="index")
-        table["intra-camera IDs"] = [self.ics.num_ids, 0, 0]
         return table
 
     def __repr__(self) -> str:
-        return f"ReIDDataset {self.name!r} at {self.root}\n{self.summary().to_string()}"
+        return (f"ReIDDataset {self.name!r} at {self.root}\n{self.summary().to_string()}\n"
+                f"ICS label space: N = {self.ics.num_ids} intra-camera IDs over {self.ics.num_cameras} cameras, "
+                f"N_c = {self.ics.ids_per_camera.tolist()}")
 
     __str__ = __repr__
 

@@ -36,18 +36,16 @@ def _has_market_layout(folder: Path) -> bool:
 
 def parse_names(names: Sequence[str], patterns: Sequence[str]) -> tuple[pd.DataFrame, list[str]]:
     """Parse ``pid`` and 1-based ``cam`` from file stems with the first matching pattern (vectorised with
-    pandas); returns the parsed rows (column ``name``, ``pid``, ``cam``) and the names no pattern matched."""
+    pandas); returns the parsed rows (columns ``name``, ``pid``, ``cam``; index = position in ``names``) and
+    the names no pattern matched."""
     stems = pd.Series([os.path.splitext(n)[0] for n in names], dtype="string")
-    parsed = pd.DataFrame({"pid": pd.NA, "cam": pd.NA}, index=stems.index, dtype="string")
-    for pattern in patterns:
-        todo = parsed["pid"].isna()
-        if not todo.any():
-            break
-        parsed.loc[todo] = stems[todo].str.extract(pattern)[["pid", "cam"]].to_numpy()
+    parsed = stems.str.extract(patterns[0])[["pid", "cam"]]
+    for pattern in patterns[1:]:
+        parsed = parsed.combine_first(stems.str.extract(pattern)[["pid", "cam"]])
     ok = parsed["pid"].notna().to_numpy()
     table = parsed[ok].astype("int64")
     table.insert(0, "name", [n for n, good in zip(names, ok) if good])
-    return table.reset_index(drop=True), [n for n, good in zip(names, ok) if not good]
+    return table, [n for n, good in zip(names, ok) if not good]  # index = position in ``names``
 
 
 def read_market_split(folder: Path, patterns: Sequence[str], num_cameras: int | None, example: str
