@@ -13,9 +13,7 @@ from typing import Iterator
 import torch
 
 from . import data as data_lib
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from .data import IMAGENET_MEAN, IMAGENET_STD
 
 
 class BatchAugment:
@@ -87,15 +85,13 @@ class TensorTrainLoader:
         self.labels = torch.tensor([item.label for item in items], device=images_uint8.device)
         self.sampler = data_lib.PKSampler(sample_by, cfg.num_ids_per_batch, cfg.num_instances, seed=seed,
                                           num_batches=epoch_batches)
-        self.batch_size = cfg.batch_size
         self.augment = BatchAugment(cfg.flip, cfg.pad, cfg.random_erasing)
         self.generator = torch.Generator(device=images_uint8.device)
         self.generator.manual_seed(seed)
 
     def __len__(self) -> int:
-        return len(self.sampler) // self.batch_size
+        return self.sampler.num_batches
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        order = torch.as_tensor(list(iter(self.sampler)), device=self.images.device)
-        for batch in order[: len(self) * self.batch_size].view(len(self), self.batch_size):
+        for batch in torch.as_tensor(self.sampler.batches(), device=self.images.device):
             yield self.augment(self.images[batch], self.generator), self.labels[batch], self.camids[batch], batch
