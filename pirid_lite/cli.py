@@ -58,15 +58,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    path = Path(args.checkpoint)
+    if not path.is_file():
+        raise SystemExit(f"error: checkpoint {path} does not exist (expected a checkpoint.pt written by `train`)")
     import torch
 
     from .evaluate import evaluate_model
     from .model import build_model
     from .utils import resolve_device
 
-    path = Path(args.checkpoint)
-    if not path.is_file():
-        raise SystemExit(f"error: checkpoint {path} does not exist (expected a checkpoint.pt written by `train`)")
     state = torch.load(path, map_location="cpu", weights_only=False)
     if "model" not in state or "config" not in state:
         raise SystemExit(f"error: {path} is not a pirid_lite checkpoint (missing 'model'/'config' entries)")

@@ -1,0 +1,76 @@
+"""Command line parsing and the results/ tables (aggregation checked against NumPy)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pirid_lite import cli, results
+from pirid_lite.config import PiridConfig, get_config
+
+
+def test_every_option_of_train_is_documented():
+    parser = cli.build_parser()
+    train = next(a for a in parser._subparsers._group_actions[0].choices.items() if a[0] == "train")[1]
+    for action in train._actions:
+        if action.dest != "help":
+            assert action.help, f"--{action.dest} has no help text"
+
+
+def test_set_overrides_reach_the_config():
+    args = cli.build_parser().parse_args(["train", "--dataset", "tiny", "--profile", "test", "--variant", "pirid-2",
+                                          "--seed", "3", "--set", "cluster_metric=cosine", "--set", "epochs=7"])
+    cfg = cli._config_from_args(args)
+    assert (cfg.variant, cfg.seed, cfg.cluster_metric, cfg.epochs, cfg.profile) == ("pirid-2", 3, "cosine", 7, "test")
+
+
+def test_unknown_override_is_a_clear_error():
+    args = cli.build_parser().parse_args(["train", "--set", "epoks=7"])
+    with pytest.raises(SystemExit, match="unknown config field"):
+        cli._config_from_args(args)
+
+
+def test_bad_config_value_names_the_setting():
+    with pytest.raises(ValueError, match="cluster_metric"):
+        get_config("cpu", cluster_metric="euclid")
+    with pytest.raises(ValueError, match="unknown PiridConfig fields"):
+        PiridConfig.from_dict({"not_a_field": 1})
+
+
+def test_evaluate_refuses_a_missing_checkpoint(tmp_path):
+    with pytest.raises(SystemExit, match="does not exist"):
+        cli.main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt")])
+
+
+def _fake_run(root, variant, seed, tag, m):
+    cfg = get_config("cpu", variant=variant, seed=seed)
+    out = results.run_dir(root, "synthetic-small", "cpu", variant, seed, tag)
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text(json.dumps({
+        "metrics": dict(zip(results.METRIC_COLUMNS, m)), "config": cfg.to_dict(), "wall_seconds": 1.0,
+        "provenance": {"dataset": "synthetic-small", "device": "cpu", "imagenet_weights": False, "git_commit": "x"},
+        "final_epoch": {"purity": 0.5, "noise_share": 0.25}}))
+
+
+def test_tables_aggregate_seeds_like_numpy(tmp_path):
+    values = {0: (50.0, 60.0, 70.0, 30.0), 1: (54.0, 61.0, 72.0, 34.0), 2: (52.0, 65.0, 74.0, 35.0)}
+    for seed, m in values.items():
+        _fake_run(tmp_path, "pirid", seed, "", m)
+        _fake_run(tmp_path, "pirid-1", seed, "", tuple(v - 10 for v in m))
+    _fake_run(tmp_path, "pirid", 0, "cannot-link", (1.0, 2.0, 3.0, 4.0))
+    runs = results.load_runs(tmp_path)
+    assert len(runs) == 7
+    t2 = results.table2(runs).set_index("variant")
+    maps = np.array([m[3] for m in values.values()])
+    assert t2.loc["pirid", "mAP_mean"] == pytest.approx(maps.mean())
+    assert t2.loc["pirid", "mAP_std"] == pytest.approx(maps.std(ddof=1))
+    assert t2.loc["pirid-1", "R1_mean"] == pytest.approx(np.mean([m[0] - 10 for m in values.values()]))
+    assert list(t2.index) == ["pirid-1", "pirid"]  # Table 2 order, tagged runs excluded
+    assert t2.loc["pirid", "seeds"] == 3
+    t1 = results.table1(runs, dataset_label="synthetic small")
+    measured = t1[t1["source"].str.startswith("measured")]
+    assert len(measured) == 1 and measured["mAP"].iloc[0] == pytest.approx(round(maps.mean(), 2))
+    assert (t1["source"] == "paper (published)").sum() == 15
+    formatted = results.mean_std(results.summarize(runs[runs.variant == "pirid"]))
+    assert formatted.loc[formatted.tag == "", "mAP"].iloc[0] == f"{maps.mean():.1f} ± {maps.std(ddof=1):.1f}"
