@@ -1,0 +1,259 @@
+"""Retrieval evaluation (DESIGN.md §3): features, cosine distances, CMC and mAP (Market-1501 protocol).
+
+Protocol, for every query: gallery images with the query's identity **and** camera are removed ("junk");
+the remaining gallery images with the query's identity are its true matches; a query without any true match
+left is skipped. Gallery distractors (identity 0) stay. The gallery is ranked by ascending distance with
+ties broken by gallery index (a *stable* sort), so a naive reference using ``np.argsort(kind="stable")``
+gives exactly the same CMC and AP.
+
+``evaluate_rank`` never sorts a gallery. The rank of a true match is one plus the number of kept gallery
+images that precede it, so it only counts, for each query, the gallery images that precede each of its true
+matches. It starts from the whole row compared with the query's *last* true match (one vectorised
+comparison over the distance matrix) and keeps only the survivors, which are then compared with the
+next-to-last match, and so on. Each step is vectorised over all queries of a chunk; the work after the first
+pass is proportional to the number of gallery images ranked above a query's worst true match.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .utils import resolve_device
+
+DEFAULT_CHUNK_ELEMENTS = 1 << 24  # distances held per chunk on the device (64 MiB of float32)
+
+
+# --------------------------------------------------------------------------- features and distances
+def cosine_distmat(q: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """``1 − cos(q_i, g_j)`` for all pairs: ``(m, d) × (n, d) → (m, n)``, after L2-normalising the rows."""
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
+        raise ValueError(f"cosine_distmat: expected q (m, d) and g (n, d) with the same d, "
+                         f"got {tuple(q.shape)} and {tuple(g.shape)}")
+    return 1.0 - F.normalize(q.float(), dim=1) @ F.normalize(g.float(), dim=1).T
+
+
+def _autocast(device: torch.device, amp: bool):
+    """Mixed precision on CUDA only (bf16 where supported, else fp16); a no-op context on CPU."""
+    enabled = amp and device.type == "cuda"
+    dtype = torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
+
+
+def extract_features(model: torch.nn.Module, loader, device: str | torch.device | None = None,
+                     flip: bool = False, amp: bool = True) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """L2-normalised BN features f(x) (§2.2) of every image of ``loader``.
+
+    ``loader`` yields ``(images, pids, camids, indices)``; ``model(images)`` returns ``(g, f)`` and ``f`` is
+    used. ``flip`` averages f(x) and f of the horizontally mirrored image before normalising. The model is
+    put in eval mode and its previous mode restored. Returns ``(feats float32 CPU (n, d), pids, camids)``.
+    """
+    device = resolve_device("auto" if device is None else device)
+    was_training = model.training
+    model.eval()
+    feats, pids, camids = [], [], []
+    try:
+        with torch.inference_mode(), _autocast(device, amp):
+            for images, pid, camid, _ in tqdm(loader, desc="extracting features", unit="batch", disable=None,
+                                              leave=False):
+                images = images.to(device, non_blocking=True)
+                f = model(images)[1].float()
+                if flip:
+                    f = f + model(images.flip(-1))[1].float()
+                feats.append(F.normalize(f, dim=1).cpu())
+                pids.append(torch.as_tensor(pid).reshape(-1))
+                camids.append(torch.as_tensor(camid).reshape(-1))
+    finally:
+        model.train(was_training)
+    if not feats:
+        raise ValueError("extract_features: the loader yielded no batch (empty image list?)")
+    return torch.cat(feats), torch.cat(pids).numpy(), torch.cat(camids).numpy()
+
+
+# --------------------------------------------------------------------------- CMC and mAP
+def _as_rank_inputs(distmat, q_pids, g_pids, q_camids, g_camids) -> tuple[np.ndarray, ...]:
+    """Numpy views of the inputs with their shapes checked against ``distmat (num_query, num_gallery)``."""
+    distmat = np.asarray(distmat)
+    if distmat.ndim != 2:
+        raise ValueError(f"evaluate_rank: distmat must be 2-D (num_query, num_gallery), got shape {distmat.shape}")
+    if not (np.issubdtype(distmat.dtype, np.floating) or np.issubdtype(distmat.dtype, np.integer)):
+        raise ValueError(f"evaluate_rank: distmat must hold real numbers, got dtype {distmat.dtype}")
+    num_q, num_g = distmat.shape
+    out = [np.ascontiguousarray(distmat)]
+    for name, value, size, axis in (("q_pids", q_pids, num_q, "num_query"), ("g_pids", g_pids, num_g, "num_gallery"),
+                                    ("q_camids", q_camids, num_q, "num_query"),
+                                    ("g_camids", g_camids, num_g, "num_gallery")):
+        value = np.asarray(value)
+        if value.shape != (size,) or not np.issubdtype(value.dtype, np.integer):
+            raise ValueError(f"evaluate_rank: {name} must be an integer array of shape ({axis},) = ({size},) "
+                             f"matching distmat {distmat.shape}; got shape {value.shape}, dtype {value.dtype}")
+        out.append(np.ascontiguousarray(value, dtype=np.int64))
+    if num_q == 0 or num_g == 0:
+        raise ValueError(f"evaluate_rank: empty query or gallery (distmat shape {distmat.shape})")
+    return tuple(out)
+
+
+@dataclass
+class TrueMatches:
+    """Each query's true matches in ranking order, padded to ``max(num_valid)`` columns.
+
+    ``distance``/``index``: distance and gallery index of the k-th true match (sorted by distance, then
+    index); ``junk_before``: junk images (same identity and camera) that precede it in the stable order;
+    ``num_valid``: true matches per query (0 = query skipped).
+    """
+
+    distance: torch.Tensor     # (Q, M) distmat dtype
+    index: torch.Tensor        # (Q, M) int64
+    junk_before: torch.Tensor  # (Q, M) int64
+    num_valid: torch.Tensor    # (Q,) int64
+
+
+def _identity_groups(q_pids: torch.Tensor, g_pids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gallery indices grouped by identity: ``(order, start, size)`` such that the gallery images of query
+    i's identity are ``order[start[i] : start[i] + size[i]]`` in increasing gallery index."""
+    order = torch.argsort(g_pids, stable=True)
+    pids, counts = torch.unique_consecutive(g_pids[order], return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    pos = torch.searchsorted(pids, q_pids).clamp(max=len(pids) - 1)
+    found = pids[pos] == q_pids
+    return order, torch.where(found, starts[pos], 0), torch.where(found, counts[pos], 0)
+
+
+def find_true_matches(distmat: torch.Tensor, q_pids: torch.Tensor, g_pids: torch.Tensor,
+                      q_camids: torch.Tensor, g_camids: torch.Tensor) -> TrueMatches:
+    """Junk and true matches of every query (DESIGN.md §3), in stable distance order (small tensors only)."""
+    num_q, num_g = distmat.shape
+    order, start, size = _identity_groups(q_pids, g_pids)
+    slot = torch.arange(max(int(size.max()), 1))
+    member = slot < size[:, None]
+    gallery = order[(start[:, None] + slot).clamp(max=num_g - 1)]          # (Q, S) ascending gallery index
+    junk = member & (g_camids[gallery] == q_camids[:, None])
+    valid = member & ~junk
+    dist = distmat[torch.arange(num_q)[:, None], gallery]
+    nan = valid & torch.isnan(dist) if dist.is_floating_point() else torch.zeros_like(valid)
+    if nan.any():
+        q, k = (int(v) for v in nan.nonzero()[0])
+        raise ValueError(f"evaluate_rank: distmat[{q}, {int(gallery[q, k])}] (a true match) is NaN")
+    # stable sort of the identity's images by distance: ties keep increasing gallery index
+    dist, perm = torch.sort(dist, dim=1, stable=True)
+    gallery, junk, valid = gallery.gather(1, perm), junk.gather(1, perm), valid.gather(1, perm)
+    junk_seen = torch.cumsum(junk.long(), 1)
+    num_valid = valid.sum(1)
+    front = torch.argsort((~valid).to(torch.uint8), dim=1, stable=True)[:, :max(int(num_valid.max()), 1)]
+    return TrueMatches(dist.gather(1, front), gallery.gather(1, front), junk_seen.gather(1, front), num_valid)
+
+
+def _row_counts(rows: torch.Tensor, num_rows: int) -> torch.Tensor:
+    """How many entries of the ascending row ids ``rows`` fall in each row ``0..num_rows-1``."""
+    bounds = torch.searchsorted(rows, torch.arange(num_rows + 1, device=rows.device))
+    return bounds.diff()
+
+
+def _lowest(dtype: torch.dtype) -> Any:
+    return -float("inf") if dtype.is_floating_point else torch.iinfo(dtype).min
+
+
+def count_preceding(dist: torch.Tensor, matches: TrueMatches) -> torch.Tensor:
+    """``(R, M)``: gallery images of each row that precede (distance, then index) each of its true matches.
+
+    Level ``l`` compares the survivors of level ``l-1`` with every row's ``l``-th true match counted from the
+    last, keeps those ``<=`` it and counts, per row, the ones strictly before it (ties broken by index).
+    """
+    num_rows, num_g = dist.shape
+    distance, index = matches.distance.to(dist.device), matches.index.to(dist.device)
+    num_valid = matches.num_valid.to(dist.device)
+    counts = torch.zeros(distance.shape, dtype=torch.long, device=dist.device)
+    all_rows = torch.arange(num_rows, device=dist.device)
+    rows = cols = vals = None
+    for level in range(distance.shape[1]):
+        k = num_valid - 1 - level                            # which true match each row compares with
+        active = k >= 0
+        kk = k.clamp(min=0)[:, None]
+        t = distance.gather(1, kk).squeeze(1).masked_fill(~active, _lowest(dist.dtype))
+        j = index.gather(1, kk).squeeze(1)
+        if rows is None:                                     # first level: the dense chunk
+            rows, cols = (dist <= t[:, None]).nonzero(as_tuple=True)
+            vals = dist[rows, cols]
+        else:
+            keep = (vals <= t[rows]).nonzero().squeeze(1)
+            rows, cols, vals = rows[keep], cols[keep], vals[keep]
+        preceding = _row_counts(rows, num_rows)
+        tie = (vals == t[rows]) & (cols >= j[rows])          # equal distance, not earlier in the gallery
+        if tie.any():
+            preceding -= _row_counts(rows[tie], num_rows)
+        counts[all_rows[active], k[active]] = preceding[active]
+        if rows.numel() == 0:
+            break
+    return counts
+
+
+def _cmc_and_map(ranks: torch.Tensor, num_valid: torch.Tensor, max_rank: int) -> tuple[np.ndarray, float]:
+    """CMC from the first true match's rank; AP = mean over true matches of the precision at their ranks."""
+    ranks, num_valid = ranks[num_valid > 0].double(), num_valid[num_valid > 0]
+    slot = torch.arange(ranks.shape[1])
+    precision = torch.where(slot < num_valid[:, None], (slot + 1) / ranks, 0.0)
+    average_precision = precision.sum(1) / num_valid
+    first = ranks[:, 0].long().clamp(max=max_rank + 1)
+    cmc = torch.bincount(first - 1, minlength=max_rank + 1)[:max_rank].cumsum(0).double() / len(first)
+    return cmc.numpy(), float(average_precision.mean())
+
+
+def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, *,
+                  device: str | torch.device | None = None,
+                  chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> tuple[np.ndarray, float]:
+    """CMC and mAP under the Market-1501 protocol (DESIGN.md §3; module docstring for details).
+
+    Inputs are array-likes: ``distmat (num_query, num_gallery)`` (smaller = more similar), pids and camids of
+    shape ``(num_query,)`` / ``(num_gallery,)``. Returns ``(cmc, mAP)`` as fractions: ``cmc[k]`` = share of
+    the evaluated queries whose first true match is at rank ``<= k+1``, of length ``min(max_rank,
+    num_gallery)`` (a warning is issued when the gallery is shorter than ``max_rank``). Ties are ordered by
+    gallery index. ``device`` (default: CUDA when available) runs the counting; the distance matrix moves
+    there ``chunk_elements`` distances at a time. Raises ValueError when no query has a true match.
+    """
+    dist, q_pids, g_pids, q_camids, g_camids = _as_rank_inputs(distmat, q_pids, g_pids, q_camids, g_camids)
+    num_q, num_g = dist.shape
+    if max_rank > num_g:
+        warnings.warn(f"evaluate_rank: gallery has {num_g} images < max_rank={max_rank}; "
+                      f"the CMC curve has {num_g} entries", stacklevel=2)
+        max_rank = num_g
+    device = resolve_device("auto" if device is None else device)
+    dist_cpu = torch.from_numpy(dist)
+    matches = find_true_matches(dist_cpu, *(torch.from_numpy(a) for a in (q_pids, g_pids, q_camids, g_camids)))
+    if not bool((matches.num_valid > 0).any()):
+        raise ValueError(f"evaluate_rank: none of the {num_q} queries has a true match in another camera "
+                         "(same identity, different camera) in the gallery; nothing to evaluate")
+    rows_per_chunk = max(1, chunk_elements // num_g)
+    counts = []
+    for a in range(0, num_q, rows_per_chunk):
+        part = TrueMatches(*(getattr(matches, f)[a:a + rows_per_chunk] for f in
+                             ("distance", "index", "junk_before", "num_valid")))
+        chunk = dist_cpu[a:a + rows_per_chunk].to(device, non_blocking=True)
+        counts.append(count_preceding(chunk, part).cpu())
+    # rank (1-based, among kept images) = 1 + images before it − junk images before it
+    ranks = torch.cat(counts) - matches.junk_before + 1
+    return _cmc_and_map(ranks, matches.num_valid, max_rank)
+
+
+# --------------------------------------------------------------------------- model-level evaluation
+def evaluate_model(model: torch.nn.Module, dataset, cfg, device: str | torch.device | None = None
+                   ) -> dict[str, float]:
+    """Rank-1/5/10 and mAP in percent of ``model`` on ``dataset.query`` vs ``dataset.gallery``
+    (cosine distance of L2-normalised f(x); ``cfg.eval_flip``, ``cfg.eval_batch_size``, ``cfg.amp``)."""
+    from . import data as data_lib  # lazy: keeps evaluate_rank importable without the image stack
+
+    device = resolve_device(cfg.device if device is None else device)
+    features = {}
+    for split in ("query", "gallery"):
+        loader = data_lib.make_test_loader(getattr(dataset, split), cfg)
+        features[split] = extract_features(model, loader, device, flip=cfg.eval_flip, amp=cfg.amp)
+    (qf, q_pids, q_camids), (gf, g_pids, g_camids) = features["query"], features["gallery"]
+    distmat = cosine_distmat(qf.to(device), gf.to(device)).cpu().numpy()
+    cmc, mAP = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, device=device)
+    padded = np.concatenate([cmc, np.full(max(0, 10 - len(cmc)), cmc[-1])])
+    return {"R1": float(padded[0]) * 100, "R5": float(padded[4]) * 100, "R10": float(padded[9]) * 100,
+            "mAP": mAP * 100}
