@@ -1,0 +1,86 @@
+"""Losses of §2.2–2.4: L_intra (Eq. 3), L_inter_ID (Eq. 4), L_inter_triplet (Eq. 5) and their sum (Eq. 6–7).
+
+All are vectorised over the mini-batch (no loop over cameras, images or anchors) and free of host
+synchronisation, so a CUDA training step does not stall on them.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def intra_camera_loss(log_probs: torch.Tensor, labels: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
+    """Eq. 3 on a mini-batch: L_intra = Σ_c (1/|D_c|) Σ_{i∈D_c} −log p(j_i|x_i).
+
+    ``log_probs`` (B, N) from ``IntraCameraMemory.log_probs`` (Eq. 2), ``labels`` the global IDs j_i,
+    ``camids`` the cameras c_i. |D_c| is the number of the batch's images of camera c: each camera present
+    contributes its mean, and the means are summed. Implemented as Σ_i −log p_i / |D_{c_i}|.
+    """
+    if log_probs.dim() != 2 or labels.shape != log_probs.shape[:1] or camids.shape != labels.shape:
+        raise ValueError(f"intra_camera_loss: log_probs {tuple(log_probs.shape)} must be (B, N) with labels and "
+                         f"camids of shape (B,), got {tuple(labels.shape)} and {tuple(camids.shape)}")
+    nll = -log_probs.gather(1, labels.long().unsqueeze(1)).squeeze(1)
+    # a camera id is < N (every camera owns at least one ID), so N slots hold every camera's image count
+    per_camera = torch.zeros(log_probs.shape[1], dtype=nll.dtype, device=nll.device)
+    per_camera.index_add_(0, camids.long(), torch.ones_like(nll))
+    return (nll / per_camera[camids.long()]).sum()
+
+
+def inter_id_loss(logits: torch.Tensor, proto_labels: torch.Tensor) -> torch.Tensor:
+    """Eq. 4: cross-entropy of the prototype logits (``PrototypeMemory.logits``, τ included) against S'.
+
+    Only images whose ID belongs to a prototype (label ≥ 0) contribute. The paper writes a sum over the
+    batch; we average over the contributing images so that the loss scale does not depend on the batch
+    size, as in the fully supervised methods it cites. Returns a 0 that keeps the graph if none contributes.
+    """
+    if logits.dim() != 2 or proto_labels.shape != logits.shape[:1]:
+        raise ValueError(f"inter_id_loss: logits {tuple(logits.shape)} must be (B, Y) and proto_labels (B,), "
+                         f"got {tuple(proto_labels.shape)}")
+    valid = proto_labels >= 0
+    per_image = F.cross_entropy(logits, proto_labels.long().clamp(min=0), reduction="none")
+    per_image = torch.where(valid, per_image, torch.zeros_like(per_image))
+    return per_image.sum() / valid.sum().clamp(min=1)
+
+
+def pairwise_euclidean(x: torch.Tensor) -> torch.Tensor:
+    """(B, B) Euclidean distances; the sqrt is clamped away from 0 so its gradient stays finite."""
+    squared = x.pow(2).sum(1)
+    d2 = squared.unsqueeze(1) + squared.unsqueeze(0) - 2.0 * x @ x.T
+    return d2.clamp(min=1e-12).sqrt()
+
+
+def batch_hard_triplet_loss(g: torch.Tensor, labels: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
+    """Eq. 5, batch-hard triplet loss (Hermans et al. 2017) on the GAP features g(x), Euclidean distance.
+
+    For every anchor with label ≥ 0: hardest positive = farthest other image of its label, hardest
+    negative = closest image of another label ≥ 0; loss = mean over anchors of [m + d_ap − d_an]_+ (the
+    hinge of Hermans et al., which Eq. 5 leaves implicit). Labels < 0 (noise IDs) are excluded entirely;
+    anchors with no positive or no negative in the batch are skipped; 0 with graph if no anchor remains.
+    """
+    if g.dim() != 2 or labels.shape != g.shape[:1]:
+        raise ValueError(f"batch_hard_triplet_loss: g {tuple(g.shape)} must be (B, d) and labels (B,), "
+                         f"got {tuple(labels.shape)}")
+    dist = pairwise_euclidean(g.float())
+    valid = labels >= 0
+    both_valid = valid.unsqueeze(1) & valid.unsqueeze(0)
+    same = labels.unsqueeze(1) == labels.unsqueeze(0)
+    eye = torch.eye(len(labels), dtype=torch.bool, device=g.device)
+    positive = same & both_valid & ~eye
+    negative = ~same & both_valid
+    hardest_positive = dist.masked_fill(~positive, 0.0).amax(1)  # distances are > 0, so 0 never wins
+    hardest_negative = dist.masked_fill(~negative, float("inf")).amin(1)
+    anchors = valid & positive.any(1) & negative.any(1)
+    hinge = F.relu(margin + hardest_positive - hardest_negative)
+    hinge = torch.where(anchors, hinge, torch.zeros_like(hinge))
+    return hinge.sum() / anchors.sum().clamp(min=1)  # torch.where keeps the graph: 0 with grad if none
+
+
+def total_loss(intra: torch.Tensor, inter_id: torch.Tensor | None = None,
+               inter_triplet: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq. 7 (with Eq. 6): L = L_intra + L_inter_ID + L_inter_triplet, unweighted; absent terms are left
+    out (stage 1 of §2.4 and the PIRID-1/PIRID-2 ablations of Table 2)."""
+    loss = intra
+    for term in (inter_id, inter_triplet):
+        if term is not None:
+            loss = loss + term
+    return loss

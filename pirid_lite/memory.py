@@ -1,0 +1,143 @@
+"""Memory banks of §2.2–2.3: the intra-camera memory K (Eq. 1, Eq. 2) and the prototype memory K'.
+
+Rows here are the paper's columns: ``features[j]`` is K[j], the centroid of global intra-camera ID j.
+Both banks are updated by the momentum rule of Eq. 1 (``momentum_update_``) and score a feature by the
+cosine similarity to every row divided by the temperature τ. The query feature f(x) is L2-normalised
+before the product, as in the memory-bank ReID code the paper builds on (SpCL, cluster-contrast): with
+τ = 0.01 an unnormalised BN feature would make the logits explode.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@torch.no_grad()
+def momentum_update_(bank: torch.Tensor, features: torch.Tensor, labels: torch.Tensor, momentum: float,
+                     renormalize: bool = True) -> torch.Tensor:
+    """Eq. 1, in place: K[j] ← μ K[j] + (1 − μ) f(x_i) for every sample i of label j = ``labels[i]``.
+
+    Same result as applying the rule sample by sample in batch order, without a Python loop: an ID seen
+    n times in the batch ends as μ^n K[j] + (1 − μ) Σ_t μ^(n−1−t) f_t (t = its occurrence order). Each
+    touched row is then L2-normalised once when ``renormalize``. Labels < 0 (noise) are ignored.
+    ``features`` are detached and cast to the bank's dtype. Returns ``bank``.
+    """
+    if bank.dim() != 2 or features.dim() != 2 or features.shape[1] != bank.shape[1]:
+        raise ValueError(f"momentum_update_: bank {tuple(bank.shape)} and features {tuple(features.shape)} "
+                         "must be (N, d) and (B, d)")
+    if labels.shape != features.shape[:1]:
+        raise ValueError(f"momentum_update_: labels {tuple(labels.shape)} must be (B,) = ({features.shape[0]},)")
+    valid = labels >= 0
+    labels, features = labels[valid].to(bank.device), features.detach()[valid].to(bank.dtype)
+    if labels.numel() == 0:
+        return bank
+    order = torch.argsort(labels, stable=True)  # groups each label's samples, keeping batch order inside
+    sorted_labels = labels[order]
+    ids, counts = torch.unique_consecutive(sorted_labels, return_counts=True)
+    if ids[-1] >= bank.shape[0]:
+        raise ValueError(f"momentum_update_: label {int(ids[-1])} out of range for a bank of {bank.shape[0]} rows")
+    group = torch.repeat_interleave(torch.arange(len(ids), device=bank.device), counts)
+    rank = torch.arange(len(sorted_labels), device=bank.device) - (torch.cumsum(counts, 0) - counts)[group]
+    mu = torch.tensor(momentum, dtype=bank.dtype, device=bank.device)
+    weights = (1 - mu) * mu.pow(counts[group] - 1 - rank)  # sample t of n contributes (1−μ) μ^(n−1−t)
+    bank[ids] *= mu.pow(counts).unsqueeze(1)
+    bank.index_add_(0, sorted_labels, features[order] * weights.unsqueeze(1))
+    if renormalize:
+        bank[ids] = F.normalize(bank[ids], dim=1)
+    return bank
+
+
+def _check_features(features: torch.Tensor, dim: int, name: str) -> None:
+    if features.dim() != 2 or features.shape[1] != dim:
+        raise ValueError(f"{name}: features of shape {tuple(features.shape)}, expected (B, {dim})")
+
+
+class IntraCameraMemory(nn.Module):
+    """Intra-camera memory bank K (§2.2) with the camera-restricted non-parametric softmax of Eq. 2.
+
+    ``label_camera[j]`` is the camera (softmax group) of global ID j. Buffers: ``features`` (N, d) = K
+    (row j = K[j]), ``label_camera`` (N,), and a derived (C, N) boolean ``camera_mask``.
+    """
+
+    def __init__(self, label_camera: torch.Tensor, dim: int, momentum: float = 0.05, temperature: float = 0.01,
+                 renormalize: bool = True) -> None:
+        super().__init__()
+        label_camera = torch.as_tensor(label_camera, dtype=torch.long)
+        if label_camera.dim() != 1 or label_camera.numel() == 0 or label_camera.min() < 0:
+            raise ValueError("IntraCameraMemory: label_camera must be a non-empty 1-D tensor of cameras >= 0, got "
+                             f"shape {tuple(label_camera.shape)}")
+        if not 0.0 <= momentum <= 1.0 or temperature <= 0:
+            raise ValueError(f"IntraCameraMemory: momentum={momentum} must be in [0, 1], temperature={temperature} > 0")
+        self.momentum, self.temperature, self.renormalize = momentum, temperature, renormalize
+        num_cameras = int(label_camera.max()) + 1
+        self.register_buffer("features", torch.zeros(len(label_camera), dim))
+        self.register_buffer("label_camera", label_camera)
+        mask = label_camera.unsqueeze(0) == torch.arange(num_cameras).unsqueeze(1)  # mask[c, j]: ID j in camera c
+        self.register_buffer("camera_mask", mask, persistent=False)
+
+    @property
+    def num_ids(self) -> int:
+        return self.features.shape[0]
+
+    @torch.no_grad()
+    def initialize(self, features: torch.Tensor, labels: torch.Tensor) -> None:
+        """K[j] ← normalised mean of the L2-normalised features of ID j's images (DESIGN.md §2)."""
+        _check_features(features, self.features.shape[1], "IntraCameraMemory.initialize")
+        labels = torch.as_tensor(labels, device=self.features.device).long()
+        if labels.shape != features.shape[:1] or labels.numel() == 0 or labels.min() < 0 or labels.max() >= self.num_ids:
+            raise ValueError(f"IntraCameraMemory.initialize: labels must be ({features.shape[0]},) IDs in "
+                             f"[0, {self.num_ids}), got shape {tuple(labels.shape)}")
+        counts = torch.bincount(labels, minlength=self.num_ids)
+        missing = torch.nonzero(counts == 0).flatten().tolist()
+        if missing:
+            raise ValueError(f"IntraCameraMemory.initialize: {len(missing)} ID(s) have no feature, e.g. {missing[:10]}")
+        normed = F.normalize(features.detach().to(self.features), dim=1)
+        sums = torch.zeros_like(self.features).index_add_(0, labels, normed)
+        self.features.copy_(F.normalize(sums / counts.unsqueeze(1), dim=1))
+
+    def update(self, f: torch.Tensor, labels: torch.Tensor) -> None:
+        """Eq. 1 with this bank's μ (see ``momentum_update_``)."""
+        momentum_update_(self.features, f, labels, self.momentum, self.renormalize)
+
+    def log_probs(self, f: torch.Tensor, camids: torch.Tensor) -> torch.Tensor:
+        """Eq. 2: log p(j|x) over the IDs of x's own camera, (B, N); other cameras' IDs get −inf.
+
+        logits = normalize(f) · K[j] / τ (f is L2-normalised, see module docstring); the camera mask is
+        gathered per image, so the softmax runs over columns A_c..A_c+N_c−1 only.
+        """
+        _check_features(f, self.features.shape[1], "IntraCameraMemory.log_probs")
+        logits = F.normalize(f.to(self.features.dtype), dim=1) @ self.features.T / self.temperature
+        own_camera = self.camera_mask[camids.to(self.camera_mask.device).long()]
+        return F.log_softmax(logits.masked_fill(~own_camera, float("-inf")), dim=1)
+
+
+class PrototypeMemory(nn.Module):
+    """Inter-camera prototype memory K' (§2.3): Y rows initialised from the prototype centroids.
+
+    ``logits(f)`` = normalize(f) · K'ᵀ / τ feed Eq. 4; ``update`` applies Eq. 1 with the prototype labels
+    (−1 = image of a noise ID, ignored).
+    """
+
+    def __init__(self, centroids: torch.Tensor, momentum: float = 0.05, temperature: float = 0.01,
+                 renormalize: bool = True) -> None:
+        super().__init__()
+        if centroids.dim() != 2 or centroids.shape[0] == 0:
+            raise ValueError(f"PrototypeMemory: centroids must be (Y>0, d), got {tuple(centroids.shape)}")
+        if not 0.0 <= momentum <= 1.0 or temperature <= 0:
+            raise ValueError(f"PrototypeMemory: momentum={momentum} must be in [0, 1], temperature={temperature} > 0")
+        self.momentum, self.temperature, self.renormalize = momentum, temperature, renormalize
+        self.register_buffer("features", centroids.detach().clone().float())
+
+    @property
+    def num_prototypes(self) -> int:
+        return self.features.shape[0]
+
+    def update(self, f: torch.Tensor, proto_labels: torch.Tensor) -> None:
+        """Eq. 1 on K' with the images' prototype labels; −1 ignored."""
+        momentum_update_(self.features, f, proto_labels, self.momentum, self.renormalize)
+
+    def logits(self, f: torch.Tensor) -> torch.Tensor:
+        """(B, Y) cosine similarities of normalize(f) to the prototypes, divided by τ (input of Eq. 4)."""
+        _check_features(f, self.features.shape[1], "PrototypeMemory.logits")
+        return F.normalize(f.to(self.features.dtype), dim=1) @ self.features.T / self.temperature

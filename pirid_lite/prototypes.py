@@ -1,0 +1,296 @@
+"""Inter-camera prototypes of §2.3: DBSCAN over the ID centroids K, plus diagnostics.
+
+``form_prototypes`` clusters the N rows of the intra-camera memory with DBSCAN on a precomputed distance
+— cosine (1 − cos) or the k-reciprocal Jaccard distance (Zhong et al. 2017) with which eps = 0.6 is
+conventional in memory/DBSCAN ReID code (SpCL, cluster-contrast). Noise points (isolated IDs) are dropped
+(assignment −1); each cluster is one prototype; ``centroids`` initialise the prototype memory K'.
+``prototype_quality`` measures the grouping against the hidden truth (logged only, never trained on).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.cluster import DBSCAN
+from sklearn.metrics.cluster import contingency_matrix, pair_confusion_matrix
+
+DISTANCES = ("cosine", "jaccard")
+_PAIR_CHUNK = 1 << 22  # (entry, entry) pairs processed at once in the Jaccard sum (bounds memory)
+
+
+@dataclass
+class Prototypes:
+    """Result of §2.3. ``assignment[j]`` = S'[j] ∈ {0..Y−1}, −1 for noise IDs; ``centroids`` (Y, d) = K' init."""
+
+    assignment: torch.Tensor
+    centroids: torch.Tensor
+    num_prototypes: int
+    noise_share: float
+    distance: str
+
+
+# --------------------------------------------------------------------------- distances
+def cosine_distance(x: torch.Tensor) -> torch.Tensor:
+    """(N, N) cosine distance 1 − cos(x_i, x_j) of the L2-normalised rows, clipped at 0, zero diagonal."""
+    x = F.normalize(x.float(), dim=1)
+    dist = (1.0 - x @ x.T).clamp(min=0.0)
+    return dist.fill_diagonal_(0.0)
+
+
+def _k_reciprocal(rank: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """R(i, k): the forward neighbours ``rank[i, :k+1]`` (self included) that also have i among theirs.
+
+    Returns the (N, k+1) neighbour indices and a boolean mask of those that are reciprocal.
+    """
+    n = rank.shape[0]
+    forward = rank[:, : k + 1]
+    is_forward = torch.zeros(n, n, dtype=torch.bool, device=rank.device)
+    is_forward.scatter_(1, forward, True)  # is_forward[i, j]: j ∈ N(i, k)
+    reciprocal = is_forward[forward, torch.arange(n, device=rank.device).unsqueeze(1)]  # i ∈ N(j, k)
+    return forward, reciprocal
+
+
+def _expanded_neighbours(rank: torch.Tensor, k1: int) -> torch.Tensor:
+    """(N, N) bool: R*(i, k1) = R(i, k1) ∪ R(c, k1/2) for every c ∈ R(i, k1) whose half set shares more
+    than 2/3 of its members with R(i, k1) (k-reciprocal expansion of Zhong et al. 2017)."""
+    n = rank.shape[0]
+    arange = torch.arange(n, device=rank.device)
+    full_idx, full_ok = _k_reciprocal(rank, k1)
+    half_idx, half_ok = _k_reciprocal(rank, int(np.around(k1 / 2)))
+    expanded = torch.zeros(n, n, dtype=torch.bool, device=rank.device)
+    expanded[arange.unsqueeze(1).expand_as(full_idx)[full_ok], full_idx[full_ok]] = True
+    anchor, slot = torch.nonzero(full_ok, as_tuple=True)          # every pair (i, c ∈ R(i, k1))
+    candidate = full_idx[anchor, slot]
+    cand_half, cand_ok = half_idx[candidate], half_ok[candidate]  # R(c, k1/2), padded
+    shared = (expanded[anchor.unsqueeze(1), cand_half] & cand_ok).sum(1)
+    accept = shared.float() > 2.0 / 3.0 * cand_ok.sum(1).float()
+    rows = anchor[accept].unsqueeze(1).expand(-1, cand_half.shape[1])
+    keep = cand_ok[accept]
+    expanded[rows[keep], cand_half[accept][keep]] = True
+    return expanded
+
+
+def _summed_minimum(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, n: int) -> torch.Tensor:
+    """(n, n) Σ_k min(v[i, k], v[j, k]) of a sparse non-negative v given as COO entries (no duplicates).
+
+    Only pairs of entries sharing a column contribute; each unordered pair is visited once (entry p of a
+    column meets entries p.. of that column) and the result is symmetrised.
+    """
+    order = torch.argsort(cols, stable=True)
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    counts = torch.bincount(cols, minlength=n)
+    col_start = torch.cumsum(counts, 0) - counts
+    position = torch.arange(len(cols), device=cols.device) - col_start[cols]  # rank of the entry in its column
+    pairs_per_entry = counts[cols] - position
+    bounds = torch.cumsum(pairs_per_entry, 0)
+    total = torch.zeros(n * n, dtype=vals.dtype, device=vals.device)
+    start = 0
+    while start < len(rows):  # chunks of entries holding ≤ _PAIR_CHUNK pairs (or a single entry)
+        done = int(bounds[start - 1]) if start else 0
+        stop = max(start + 1, int(torch.searchsorted(bounds, done + _PAIR_CHUNK, right=True)))
+        chunk = torch.arange(start, stop, device=cols.device)
+        left = torch.repeat_interleave(chunk, pairs_per_entry[start:stop])
+        first_pair = (bounds[start:stop] - pairs_per_entry[start:stop] - done)[left - start]
+        right = left + torch.arange(len(left), device=cols.device) - first_pair  # entries p, p+1, .. of the column
+        total.index_add_(0, rows[left] * n + rows[right], torch.minimum(vals[left], vals[right]))
+        start = stop
+    total = total.view(n, n)
+    return total + total.T - torch.diag(total.diagonal())
+
+
+def _row_normalised(rows: torch.Tensor, vals: torch.Tensor, n: int) -> torch.Tensor:
+    return vals / torch.zeros(n, dtype=vals.dtype, device=vals.device).index_add_(0, rows, vals)[rows]
+
+
+def _query_expansion(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor, nearest: torch.Tensor,
+                     n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Local query expansion on a row-sorted COO matrix V: row i ← mean of the rows ``nearest[i]``."""
+    k = nearest.shape[1]
+    per_row = torch.bincount(rows, minlength=n)
+    row_start = torch.cumsum(per_row, 0) - per_row
+    source = nearest.reshape(-1)                                    # (n·k) rows to copy ...
+    target = torch.arange(n, device=rows.device).repeat_interleave(k)  # ... into these rows
+    copies = per_row[source]
+    pair = torch.repeat_interleave(torch.arange(len(source), device=rows.device), copies)
+    entry = row_start[source][pair] + torch.arange(len(pair), device=rows.device) - (torch.cumsum(copies, 0)
+                                                                                     - copies)[pair]
+    keys, slot = torch.unique(target[pair] * n + cols[entry], return_inverse=True)
+    summed = torch.zeros(len(keys), dtype=vals.dtype, device=vals.device).index_add_(0, slot, vals[entry])
+    return keys // n, keys % n, summed / k
+
+
+def jaccard_distance(x: torch.Tensor, k1: int = 20, k2: int = 6) -> torch.Tensor:
+    """(N, N) k-reciprocal-encoding Jaccard distance (Zhong et al. 2017), as SpCL/cluster-contrast's
+    ``compute_jaccard_distance`` (no original-distance mixing).
+
+    On L2-normalised rows: ranks by Euclidean distance (self first); N(i, k) = self + k nearest; k-reciprocal
+    sets R(i, k1) with the 2/3 expansion by R(c, round(k1/2)); V[i, j] = softmax over j ∈ R*(i) of
+    −‖x_i − x_j‖²; local query expansion V[i] ← mean of V over i's k2 nearest (self included);
+    d_J(i, j) = 1 − Σ min(V_i, V_j) / Σ max(V_i, V_j) = 1 − m / (2 − m) with m = Σ_k min(V_ik, V_jk).
+    Vectorised with a sparse V (no loop over points); symmetric, in [0, 1], zero diagonal.
+    """
+    if x.dim() != 2 or x.shape[0] == 0:
+        raise ValueError(f"jaccard_distance: expected (N, d) features, got {tuple(x.shape)}")
+    if k1 < 1 or k2 < 1:
+        raise ValueError(f"jaccard_distance: k1={k1} and k2={k2} must be >= 1")
+    n = x.shape[0]
+    x = F.normalize(x.float(), dim=1)
+    sq_dist = (2.0 - 2.0 * x @ x.T).clamp(min=0.0).fill_diagonal_(0.0)
+    k1, k2 = min(k1, n - 1), min(k2, n)
+    # −2 on the diagonal ranks every point first among its own neighbours (a duplicate cannot overtake it)
+    rank = torch.topk(sq_dist - 2.0 * torch.eye(n, device=x.device), max(k1 + 1, k2), dim=1,
+                      largest=False).indices
+    rows, cols = torch.nonzero(_expanded_neighbours(rank, k1), as_tuple=True)
+    vals = _row_normalised(rows, torch.exp(-sq_dist[rows, cols]), n)  # softmax of −d² over R*(i)
+    del sq_dist
+    if k2 > 1:
+        rows, cols, vals = _query_expansion(rows, cols, vals, rank[:, :k2], n)
+    shared = _summed_minimum(rows, cols, vals, n)
+    dist = (1.0 - shared / (2.0 - shared)).clamp(min=0.0)
+    return dist.fill_diagonal_(0.0)
+
+
+def _distance(features: torch.Tensor, metric: str, k1: int, k2: int) -> torch.Tensor:
+    if metric == "cosine":
+        return cosine_distance(features)
+    if metric == "jaccard":
+        return jaccard_distance(features, k1=k1, k2=k2)
+    raise ValueError(f"metric={metric!r}: expected one of {DISTANCES} (PiridConfig.cluster_metric)")
+
+
+# --------------------------------------------------------------------------- cannot-link
+def _split_by_camera(members: np.ndarray, dist: np.ndarray, cameras: np.ndarray, eps: float) -> list[np.ndarray]:
+    """Greedy split of one cluster into sub-prototypes that hold at most one ID per camera.
+
+    Members are visited by distance to the cluster's densest member (most members within eps; ties →
+    smallest summed distance). Each joins the nearest sub-prototype (single linkage, as DBSCAN links
+    points) that has no ID of its camera and lies within eps; otherwise it starts a new sub-prototype.
+    """
+    d = dist[np.ix_(members, members)]
+    density = (d <= eps).sum(1) * (d.shape[0] * (d.max() + 1)) - d.sum(1)  # count first, then closeness
+    order = np.argsort(d[np.argmax(density)], kind="stable")
+    link = np.empty((0, len(members)))          # link[s, m]: single-linkage distance of member m to sub s
+    cams: list[set[int]] = []
+    groups: list[list[int]] = []
+    for m in order:
+        allowed = np.array([cameras[members[m]] not in c for c in cams], dtype=bool)
+        candidates = np.where(allowed & (link[:, m] <= eps))[0] if len(cams) else np.array([], dtype=int)
+        if len(candidates):
+            s = candidates[np.argmin(link[candidates, m])]
+            link[s] = np.minimum(link[s], d[m])
+        else:
+            s = len(groups)
+            link = np.vstack([link, d[m]])
+            cams.append(set())
+            groups.append([])
+        cams[s].add(int(cameras[members[m]]))
+        groups[s].append(int(m))
+    return [members[np.asarray(g)] for g in groups]
+
+
+def _apply_cannot_link(labels: np.ndarray, dist: np.ndarray, cameras: np.ndarray, eps: float) -> np.ndarray:
+    """Split every cluster that holds two IDs of one camera; sub-prototypes of one ID become noise (−1)."""
+    out = np.full_like(labels, -1)
+    next_label = 0
+    for cluster in np.unique(labels[labels >= 0]):
+        members = np.flatnonzero(labels == cluster)
+        if len(np.unique(cameras[members])) == len(members):
+            parts = [members]
+        else:
+            parts = _split_by_camera(members, dist, cameras, eps)
+        for part in parts:
+            if len(part) > 1:
+                out[part] = next_label
+                next_label += 1
+    return out
+
+
+# --------------------------------------------------------------------------- prototypes
+def _relabel(labels: np.ndarray) -> np.ndarray:
+    """Cluster ids → 0..Y−1 in order of first appearance by id value; −1 stays −1."""
+    out = np.full(len(labels), -1, dtype=np.int64)
+    kept = labels >= 0
+    if kept.any():
+        out[kept] = np.unique(labels[kept], return_inverse=True)[1]
+    return out
+
+
+def _build(memory_features: torch.Tensor, labels: np.ndarray, distance: str) -> Prototypes:
+    """Prototypes from cluster labels: K' rows = L2-normalised mean of the members' rows."""
+    assignment = torch.as_tensor(_relabel(labels), device=memory_features.device)
+    num = int(assignment.max()) + 1 if len(assignment) and assignment.max() >= 0 else 0
+    feats = memory_features.detach().float()
+    kept = assignment >= 0
+    sums = torch.zeros(num, feats.shape[1], device=feats.device).index_add_(0, assignment[kept], feats[kept])
+    return Prototypes(assignment=assignment, centroids=F.normalize(sums, dim=1), num_prototypes=num,
+                      noise_share=float((~kept).float().mean()) if len(assignment) else 0.0, distance=distance)
+
+
+def form_prototypes(memory_features: torch.Tensor, label_camera: torch.Tensor, eps: float = 0.6,
+                    min_samples: int = 2, metric: str = "jaccard", cannot_link: bool = False,
+                    k1: int = 20, k2: int = 6) -> Prototypes:
+    """§2.3: DBSCAN (``metric="precomputed"``) over the N ID centroids → prototypes; noise IDs dropped.
+
+    ``cannot_link``: IDs of one camera are known to be different people, so a prototype must not hold two
+    of them; violating clusters are split greedily (see ``_split_by_camera``) and singletons become noise.
+    """
+    if memory_features.dim() != 2:
+        raise ValueError(f"form_prototypes: memory_features must be (N, d), got {tuple(memory_features.shape)}")
+    cameras = torch.as_tensor(label_camera).cpu().numpy()
+    if cameras.shape != (memory_features.shape[0],):
+        raise ValueError(f"form_prototypes: label_camera has shape {cameras.shape}, expected "
+                         f"({memory_features.shape[0]},) = one camera per memory row")
+    dist = _distance(memory_features.detach(), metric, k1, k2).double().cpu().numpy()
+    labels = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(dist)
+    if cannot_link:
+        labels = _apply_cannot_link(labels, dist, cameras, eps)
+    return _build(memory_features, labels, metric + ("+cannot-link" if cannot_link else ""))
+
+
+def prototypes_from_groups(memory_features: torch.Tensor, groups: torch.Tensor,
+                           keep_singletons: bool = False) -> Prototypes:
+    """Prototypes from a given grouping of the IDs (oracle: true cross-camera identity).
+
+    Groups of one ID become noise, mirroring DBSCAN dropping isolated points, unless ``keep_singletons``
+    (every group is a prototype, e.g. the supervised upper bound). Negative group values are noise.
+    """
+    groups = torch.as_tensor(groups).cpu().numpy().astype(np.int64)
+    if groups.shape != (memory_features.shape[0],):
+        raise ValueError(f"prototypes_from_groups: groups has shape {groups.shape}, expected "
+                         f"({memory_features.shape[0]},)")
+    labels = np.where(groups >= 0, groups, -1)
+    if not keep_singletons:
+        values, counts = np.unique(labels, return_counts=True)
+        labels = np.where(np.isin(labels, values[counts == 1]), -1, labels)
+    return _build(memory_features, labels, "groups")
+
+
+# --------------------------------------------------------------------------- diagnostics
+def prototype_quality(assignment: torch.Tensor | np.ndarray, true_identity_per_id: np.ndarray) -> dict[str, float]:
+    """Prototypes vs the hidden true identities of the IDs (diagnostics only).
+
+    purity: fraction of clustered IDs whose prototype's majority true identity is theirs. Pairwise scores
+    over pairs of IDs (same prototype vs same true identity): a noise ID shares a prototype with nobody,
+    so precision counts pairs of clustered IDs and the recall denominator counts *all* true same-identity
+    pairs, noise IDs included (dropping a true match costs recall). Undefined ratios are NaN.
+    """
+    assignment = torch.as_tensor(assignment).cpu().numpy().astype(np.int64)
+    truth = np.asarray(true_identity_per_id)
+    if truth.shape != assignment.shape:
+        raise ValueError(f"prototype_quality: assignment {assignment.shape} and true identities {truth.shape} "
+                         "must have one entry per ID")
+    clustered = assignment >= 0
+    if clustered.any():
+        purity = contingency_matrix(truth[clustered], assignment[clustered]).max(0).sum() / clustered.sum()
+    else:
+        purity = float("nan")
+    singleton_noise = np.where(clustered, assignment, -1 - np.arange(len(assignment)))  # noise: own group
+    (_, false_pos), (false_neg, true_pos) = pair_confusion_matrix(truth, singleton_noise) // 2
+    precision = true_pos / (true_pos + false_pos) if true_pos + false_pos else float("nan")
+    recall = true_pos / (true_pos + false_neg) if true_pos + false_neg else float("nan")
+    f_score = 2 * precision * recall / (precision + recall) if precision + recall > 0 else float("nan")
+    return {"purity": float(purity), "pairwise_precision": float(precision), "pairwise_recall": float(recall),
+            "pairwise_f": float(f_score), "num_prototypes": int(len(np.unique(assignment[clustered]))),
+            "num_true_identities": int(len(np.unique(truth))), "noise_share": float(1.0 - clustered.mean())}
