@@ -8,12 +8,12 @@ CMC and mAP agree to 1e-6 and prints the speed-up.
 from __future__ import annotations
 
 import argparse
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from benchmarks._common import best_time, report
 from pirid_lite.evaluate import evaluate_rank
 
 FULL = dict(num_ids=750, num_cameras=6, num_query=3368, num_gallery=15913, num_distractors=2793)
@@ -80,15 +80,11 @@ def market_like_problem(num_ids: int, num_cameras: int, num_query: int, num_gall
     return RankingProblem(distmat, q_pids, g_pids, q_camids, g_camids)
 
 
-def _best_time(fn, repeats: int) -> tuple[float, object]:
-    best, out = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+def _share_up_to_worst_match(problem: RankingProblem) -> float:
+    """Share of distances ``<=`` their query's worst true match: what ``evaluate_rank`` sorts."""
+    same = (problem.q_pids[:, None] == problem.g_pids[None]) & (problem.q_camids[:, None] != problem.g_camids[None])
+    worst = np.where(same, problem.distmat, -np.inf).max(1, keepdims=True)
+    return float((problem.distmat <= worst).mean())
 
 
 def main(small: bool = False, repeats: int = 3, threads: int | None = 1) -> dict:
@@ -96,23 +92,23 @@ def main(small: bool = False, repeats: int = 3, threads: int | None = 1) -> dict
     if threads:
         torch.set_num_threads(threads)
     problem = market_like_problem(**(SMALL if small else FULL))
-    ref_s, (ref_cmc, ref_map) = _best_time(lambda: reference_evaluate_rank(*problem.args()), 1 if not small else 1)
+    ref_s, (ref_cmc, ref_map) = best_time(lambda: reference_evaluate_rank(*problem.args()), 1)
+    upto_worst = _share_up_to_worst_match(problem)
     result = {"queries": problem.distmat.shape[0], "gallery": problem.distmat.shape[1],
               "true_matches_per_query": round(problem.true_matches_per_query(), 2),
+              "share_up_to_worst_match": upto_worst,
               "torch_threads": torch.get_num_threads(), "reference_s": ref_s,
               "R1": float(ref_cmc[0]), "mAP": ref_map}
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         evaluate_rank(*problem.args(), device=device)  # warm-up (CUDA context, allocator)
-        seconds, (cmc, mAP) = _best_time(lambda: evaluate_rank(*problem.args(), device=device), repeats)
+        seconds, (cmc, mAP) = best_time(lambda: evaluate_rank(*problem.args(), device=device), repeats)
         diff = max(float(np.abs(cmc - ref_cmc).max()), abs(mAP - ref_map))
         assert cmc.shape == ref_cmc.shape and diff < 1e-6, f"{device}: evaluate_rank differs by {diff}"
         result[f"evaluate_rank_{device}_s"] = seconds
         result[f"speedup_{device}"] = ref_s / seconds
         result[f"max_abs_diff_{device}"] = diff
-    for key, value in result.items():
-        print(f"{key:>28}: {value:.4g}" if isinstance(value, float) else f"{key:>28}: {value}")
-    return result
+    return report("ranking evaluation (CMC/mAP)", result)
 
 
 if __name__ == "__main__":

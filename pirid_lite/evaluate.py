@@ -227,11 +227,11 @@ def count_preceding(dist: torch.Tensor, matches: TrueMatches, block_rows: int | 
     Only values up to a row's last true match matter. Per block of rows they are selected in one
     comparison, packed as ``row << 32 | order key`` and sorted once; ``searchsorted`` of every true match's
     key then gives how many values of its row are smaller. Images at exactly a true match's distance are
-    ordered by gallery index (rare with real-valued distances). CPU blocks of ~2**19 distances keep the
+    ordered by gallery index (rare with real-valued distances). CPU blocks of ~2**20 distances keep the
     comparison mask in cache and the sorts in the fast radix-sort range."""
     num_rows, num_g = dist.shape
     if block_rows is None:
-        block_rows = num_rows if dist.is_cuda else max(1, (1 << 19) // num_g)
+        block_rows = num_rows if dist.is_cuda else max(1, (1 << 20) // num_g)
     fields = [getattr(matches, f).to(dist.device) for f in ("distance", "index", "num_valid")]
     return torch.cat([_count_block(dist[a:a + block_rows], *(f[a:a + block_rows] for f in fields))
                       for a in range(0, num_rows, block_rows)])
@@ -298,7 +298,8 @@ def evaluate_model(model: torch.nn.Module, dataset, cfg, device: str | torch.dev
         features[split] = extract_features(model, loader, device, flip=cfg.eval_flip, amp=cfg.amp)
     (qf, q_pids, q_camids), (gf, g_pids, g_camids) = features["query"], features["gallery"]
     distmat = cosine_distmat(qf.to(device), gf.to(device)).cpu().numpy()
-    cmc, mAP = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, device=device)
+    cmc, mAP = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=min(50, len(g_pids)),
+                             device=device)
     padded = np.concatenate([cmc, np.full(max(0, 10 - len(cmc)), cmc[-1])])
     return {"R1": float(padded[0]) * 100, "R5": float(padded[4]) * 100, "R10": float(padded[9]) * 100,
             "mAP": mAP * 100}

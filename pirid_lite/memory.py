@@ -85,7 +85,8 @@ class IntraCameraMemory(nn.Module):
         """K[j] ← normalised mean of the L2-normalised features of ID j's images (DESIGN.md §2)."""
         _check_features(features, self.features.shape[1], "IntraCameraMemory.initialize")
         labels = torch.as_tensor(labels, device=self.features.device).long()
-        if labels.shape != features.shape[:1] or labels.numel() == 0 or labels.min() < 0 or labels.max() >= self.num_ids:
+        in_range = labels.numel() > 0 and labels.min() >= 0 and labels.max() < self.num_ids
+        if labels.shape != features.shape[:1] or not in_range:
             raise ValueError(f"IntraCameraMemory.initialize: labels must be ({features.shape[0]},) IDs in "
                              f"[0, {self.num_ids}), got shape {tuple(labels.shape)}")
         counts = torch.bincount(labels, minlength=self.num_ids)

@@ -125,7 +125,8 @@ def jaccard_distance(x: torch.Tensor, k1: int = 20, k2: int = 6) -> torch.Tensor
     """(N, N) k-reciprocal-encoding Jaccard distance (Zhong et al. 2017), as SpCL/cluster-contrast's
     ``compute_jaccard_distance`` (no original-distance mixing).
 
-    On L2-normalised rows: ranks by Euclidean distance (self first); N(i, k) = self + k nearest; k-reciprocal
+    On L2-normalised rows: ranks by Euclidean distance (self first); N(i, k) = self + k nearest, as in Zhong
+    et al.'s ``re_ranking`` (SpCL's faiss search returns k1 columns, i.e. self + k1 − 1 nearest); k-reciprocal
     sets R(i, k1) with the 2/3 expansion by R(c, round(k1/2)); V[i, j] = softmax over j ∈ R*(i) of
     −‖x_i − x_j‖²; local query expansion V[i] ← mean of V over i's k2 nearest (self included);
     d_J(i, j) = 1 − Σ min(V_i, V_j) / Σ max(V_i, V_j) = 1 − m / (2 − m) with m = Σ_k min(V_ik, V_jk).

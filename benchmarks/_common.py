@@ -1,0 +1,28 @@
+"""Shared helpers of the benchmarks: best-of timing and a uniform printout."""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+
+
+def best_time(fn: Callable[[], Any], repeats: int = 3) -> tuple[float, Any]:
+    """Smallest wall time of ``repeats`` calls (the machine is shared: the minimum is the least noisy)."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        out = fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def report(title: str, result: dict[str, Any]) -> dict[str, Any]:
+    print(f"== {title}")
+    for key, value in result.items():
+        print(f"{key:>32}: {value:.4g}" if isinstance(value, float) else f"{key:>32}: {value}")
+    return result

@@ -1,0 +1,24 @@
+"""Run every benchmark at full size, one after another: ``python -m benchmarks.run_all [--small]``.
+
+Results are printed (and returned as one dict per benchmark); benchmarks/RESULTS.md records a run.
+"""
+from __future__ import annotations
+
+import argparse
+
+from benchmarks import bench_evaluator, bench_memory_update, bench_prototypes, bench_throughput
+
+BENCHMARKS = {"evaluator": bench_evaluator, "memory_update": bench_memory_update,
+              "prototypes": bench_prototypes, "throughput": bench_throughput}
+
+
+def main(small: bool = False, threads: int | None = 1) -> dict[str, dict]:
+    return {name: module.main(small=small, threads=threads) for name, module in BENCHMARKS.items()}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--small", action="store_true", help="tiny configurations (CI smoke test)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 = torch default)")
+    args = parser.parse_args()
+    main(small=args.small, threads=args.threads)

@@ -1,0 +1,125 @@
+"""§2.2 network: shapes, last stride, BN neck, weight loading (offline)."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+import torchvision
+
+from pirid_lite.config import get_config
+from pirid_lite.model import ReIDNet, build_model
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def net() -> ReIDNet:
+    torch.manual_seed(0)
+    return ReIDNet("resnet18", pretrained=None, last_stride=1)
+
+
+def test_forward_returns_gap_and_bn_features_in_both_modes(net):
+    x = torch.randn(3, 3, 64, 32)
+    for train in (True, False):
+        net.train(train)
+        g, f = net(x)
+        assert g.shape == f.shape == (3, net.feature_dim) == (3, 512)
+    net.eval()
+    g, f = net(x)
+    bn = net.bottleneck
+    expected = (g - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    assert torch.allclose(f, expected, atol=1e-5)
+
+
+def test_bn_neck_bias_is_frozen_and_no_classifier(net):
+    assert not net.bottleneck.bias.requires_grad and net.bottleneck.weight.requires_grad
+    assert not any("fc" in name for name, _ in net.named_parameters())
+    assert net.weights_loaded is False and net.weights_source == "random init"
+
+
+def test_last_stride_one_doubles_last_feature_map():
+    x = torch.randn(1, 3, 64, 32)
+    stride1 = ReIDNet("resnet18", pretrained=None, last_stride=1).eval()
+    stride2 = ReIDNet("resnet18", pretrained=None, last_stride=2).eval()
+    assert stride1.feature_map(x).shape[-2:] == (4, 2)   # 64×32 / 16
+    assert stride2.feature_map(x).shape[-2:] == (2, 1)   # 64×32 / 32
+
+
+def test_resnet50_feature_dim_and_bottleneck_stride():
+    model = ReIDNet("resnet50", pretrained=None, last_stride=1)
+    assert model.feature_dim == 2048
+    assert model.backbone.layer4[0].conv2.stride == (1, 1)
+    assert model.backbone.layer4[0].downsample[0].stride == (1, 1)
+
+
+def test_unknown_arch_rejected():
+    with pytest.raises(ValueError, match="resnet101"):
+        ReIDNet("resnet101", pretrained=None)
+
+
+def test_missing_checkpoint_names_file(tmp_path):
+    path = tmp_path / "nowhere.pth"
+    with pytest.raises(FileNotFoundError, match="nowhere.pth"):
+        ReIDNet("resnet18", pretrained=path)
+
+
+def test_checkpoint_with_wrapper_and_module_prefix_loads(tmp_path):
+    source = torchvision.models.resnet18(weights=None)
+    state = {"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}  # fc.* included
+    torch.save(state, tmp_path / "r18.pth")
+    model = ReIDNet("resnet18", pretrained=tmp_path / "r18.pth")
+    assert model.weights_loaded and "r18.pth" in model.weights_source
+    assert torch.equal(model.backbone.conv1.weight, source.conv1.weight)
+    assert torch.equal(model.backbone.layer4[1].bn2.running_var, source.layer4[1].bn2.running_var)
+
+
+def test_own_state_dict_round_trips_as_checkpoint(tmp_path, net):
+    torch.save({"model": net.state_dict()}, tmp_path / "reid.pt")
+    model = ReIDNet("resnet18", pretrained=tmp_path / "reid.pt")
+    assert torch.equal(model.bottleneck.running_mean, net.bottleneck.running_mean)
+    assert torch.equal(model.backbone.layer3[0].conv1.weight, net.backbone.layer3[0].conv1.weight)
+
+
+def test_incompatible_checkpoint_names_file(tmp_path):
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    state["conv1.weight"] = torch.zeros(8, 3, 3, 3)
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="bad.pth"):
+        ReIDNet("resnet18", pretrained=tmp_path / "bad.pth")
+
+
+def test_imagenet_falls_back_with_warning_when_download_fails(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(type(weights), "get_state_dict", offline)
+    with pytest.warns(UserWarning, match="will not match the paper"):
+        model = ReIDNet("resnet18", pretrained="imagenet")
+    assert model.weights_loaded is False
+
+
+def test_imagenet_loads_from_hub_cache_offline(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    weights = torchvision.models.ResNet18_Weights.IMAGENET1K_V1
+    source = torchvision.models.resnet18(weights=None)
+    (tmp_path / "checkpoints").mkdir()
+    torch.save(source.state_dict(), tmp_path / "checkpoints" / weights.url.rsplit("/", 1)[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = ReIDNet("resnet18", pretrained="imagenet")
+    assert model.weights_loaded and "IMAGENET1K_V1" in model.weights_source
+    assert torch.equal(model.backbone.layer2[0].conv1.weight, source.layer2[0].conv1.weight)
+
+
+def test_build_model_follows_config_and_runs_channels_last_autocast():
+    cfg = get_config("test", pretrained=None, last_stride=2)
+    model = build_model(cfg).to(memory_format=torch.channels_last).eval()
+    assert model.arch == "resnet18" and model.last_stride == 2
+    x = torch.randn(2, 3, cfg.height, cfg.width).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        g, f = model(x)
+    assert g.shape == f.shape == (2, 512) and torch.isfinite(f.float()).all()
