@@ -87,11 +87,15 @@ def _share_up_to_worst_match(problem: RankingProblem) -> float:
     return float((problem.distmat <= worst).mean())
 
 
-def main(small: bool = False, repeats: int = 3, threads: int | None = 1) -> dict:
-    """Time both implementations (best of ``repeats``; torch limited to ``threads``) and check agreement."""
+def main(small: bool = False, repeats: int = 3, threads: int | None = 1, uniform: bool = False) -> dict:
+    """Time both implementations (best of ``repeats``; torch limited to ``threads``) and check agreement.
+    ``uniform``: replace the distances by uniform noise — the worst case for ``evaluate_rank``, whose work
+    grows with the share of distances up to each query's worst true match."""
     if threads:
         torch.set_num_threads(threads)
     problem = market_like_problem(**(SMALL if small else FULL))
+    if uniform:
+        problem.distmat = np.random.default_rng(1).random(problem.distmat.shape, dtype=np.float32)
     ref_s, (ref_cmc, ref_map) = best_time(lambda: reference_evaluate_rank(*problem.args()), 1)
     upto_worst = _share_up_to_worst_match(problem)
     result = {"queries": problem.distmat.shape[0], "gallery": problem.distmat.shape[1],
@@ -115,5 +119,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="tiny configuration (CI smoke test)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 = torch default)")
+    parser.add_argument("--uniform", action="store_true", help="uniform random distances (worst case)")
     args = parser.parse_args()
-    main(small=args.small, threads=args.threads)
+    main(small=args.small, threads=args.threads, uniform=args.uniform)

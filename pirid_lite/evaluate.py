@@ -8,8 +8,8 @@ gives exactly the same CMC and AP.
 
 ``evaluate_rank`` never sorts a whole gallery: the rank of a true match is one plus the number of kept
 gallery images that precede it, so only the distances up to a query's *last* true match matter. One
-vectorised comparison over the distance matrix keeps those; they are sorted once (all queries of a chunk
-together, as packed integer keys) and each true match's rank is read off with ``searchsorted``. No Python
+vectorised comparison over the distance matrix keeps those; they are sorted once per block of queries (as
+packed integer keys) and each true match's rank is read off with ``searchsorted``. No Python
 loop runs per query; the work beyond the one pass over the matrix is proportional to how many gallery
 images rank above the queries' worst true matches.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -148,10 +148,6 @@ def find_true_matches(distmat: torch.Tensor, q_pids: torch.Tensor, g_pids: torch
     return TrueMatches(dist.gather(1, front), gallery.gather(1, front), junk_seen.gather(1, front), num_valid)
 
 
-def _lowest(dtype: torch.dtype) -> Any:
-    return -float("inf") if dtype.is_floating_point else torch.iinfo(dtype).min
-
-
 _NARROW = (torch.float16, torch.bfloat16, torch.float32, torch.int8, torch.uint8, torch.int16, torch.int32)
 
 
@@ -181,20 +177,21 @@ def _row_keys(values: torch.Tensor, per_row: torch.Tensor, distance: torch.Tenso
     """Keys of the selected values (row by row) and of the true matches, comparable as (row, value).
 
     Values below a row's first true match precede all its matches alike and share key 0, so a row needs
-    only as many key bits as its first-to-last-match span; keys are int32 when all rows fit (the radix
-    sort of int32 is ~1.6× faster than of int64)."""
+    only as many key bits as its first-to-last-match span; keys are int32 when all rows fit in 32 bits
+    (the radix sort of int32 is ~1.6× faster than of int64)."""
     universe = lambda: torch.cat([values, distance[entry]])  # noqa: E731  (wide dtypes only)
     value_keys, match_keys = _order_keys(values, universe), _order_keys(distance, universe)
     last = match_keys.gather(1, (num_valid - 1).clamp(min=0)[:, None]).squeeze(1).long()
     base = torch.where(num_valid > 0, match_keys[:, 0].long() - 1, last)       # key 0: before the first
     value_bits = max(int((last - base).max()), 1).bit_length()
-    row_shift = torch.arange(len(base), device=base.device) << value_bits
-    narrow = value_bits + max(len(base) - 1, 1).bit_length() <= 31 and value_keys.dtype == torch.int32
+    # row r's keys start at (r << value_bits) − 2**31: signed int32 then covers all 32 bits
+    row_start = (torch.arange(len(base), device=base.device) << value_bits) - 2**31
+    narrow = value_bits + max(len(base) - 1, 1).bit_length() <= 32 and value_keys.dtype == torch.int32
     dtype = torch.int32 if narrow else torch.int64
     row_base = torch.repeat_interleave(base.to(dtype), per_row)
-    keys = (torch.maximum(value_keys.to(dtype), row_base) - row_base) | torch.repeat_interleave(
-        row_shift.to(dtype), per_row)
-    match_keys = (match_keys.long() - base[:, None]).clamp(0, (1 << value_bits) - 1) | row_shift[:, None]
+    keys = (torch.maximum(value_keys.to(dtype), row_base) - row_base) + torch.repeat_interleave(
+        row_start.to(dtype), per_row)
+    match_keys = (match_keys.long() - base[:, None]).clamp(0, (1 << value_bits) - 1) + row_start[:, None]
     return keys, match_keys.to(dtype).contiguous()
 
 
@@ -204,8 +201,9 @@ def _count_block(dist: torch.Tensor, distance: torch.Tensor, index: torch.Tensor
     num_rows, num_g = dist.shape
     entry = torch.arange(distance.shape[1], device=dist.device) < num_valid[:, None]
     last = distance.gather(1, (num_valid - 1).clamp(min=0)[:, None])
-    last = last.masked_fill(num_valid[:, None] == 0, _lowest(dist.dtype))
     upto_last = dist <= last
+    if not bool((num_valid > 0).all()):
+        upto_last &= (num_valid > 0)[:, None]                         # skipped queries: nothing to count
     values = _select(dist, upto_last)
     per_row = upto_last.view(torch.uint8).sum(1, dtype=torch.int32).long()     # uint8 view: fast row sums
     keys, match_keys = _row_keys(values, per_row, distance, entry, num_valid)
@@ -213,8 +211,9 @@ def _count_block(dist: torch.Tensor, distance: torch.Tensor, index: torch.Tensor
     below = torch.searchsorted(keys, match_keys)                      # row start + values strictly below
     equal = torch.searchsorted(keys, match_keys, right=True) - below  # values equal (the match included)
     counts = below - (torch.cumsum(per_row, 0) - per_row)[:, None]
-    r, k = ((equal > 1) & entry).nonzero().unbind(1)                  # ties with other images: by index
-    if len(r):
+    tied = ((equal > 1) & entry).nonzero()                            # ties with other images: by index
+    step = max(1, (1 << 22) // num_g)                                 # bounds the (pairs, gallery) masks
+    for r, k in (part.unbind(1) for part in tied.split(step)):
         earlier = torch.arange(num_g, device=dist.device) < index[r, k, None]
         counts[r, k] += ((dist[r] == distance[r, k, None]) & earlier).sum(1)
     return counts.masked_fill(~entry, 0)
@@ -225,7 +224,7 @@ def count_preceding(dist: torch.Tensor, matches: TrueMatches, block_rows: int | 
     the stable order (distance, then gallery index).
 
     Only values up to a row's last true match matter. Per block of rows they are selected in one
-    comparison, packed as ``row << 32 | order key`` and sorted once; ``searchsorted`` of every true match's
+    comparison, packed as integer ``(row, order key)`` keys and sorted once; ``searchsorted`` of every true match's
     key then gives how many values of its row are smaller. Images at exactly a true match's distance are
     ordered by gallery index (rare with real-valued distances). CPU blocks of ~2**20 distances keep the
     comparison mask in cache and the sorts in the fast radix-sort range."""
@@ -262,6 +261,8 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
     """
     dist, q_pids, g_pids, q_camids, g_camids = _as_rank_inputs(distmat, q_pids, g_pids, q_camids, g_camids)
     num_q, num_g = dist.shape
+    if max_rank < 1:
+        raise ValueError(f"evaluate_rank: max_rank={max_rank}, expected >= 1")
     if max_rank > num_g:
         warnings.warn(f"evaluate_rank: gallery has {num_g} images < max_rank={max_rank}; "
                       f"the CMC curve has {num_g} entries", stacklevel=2)

@@ -2,7 +2,6 @@
 Market-1501 protocol (DESIGN.md §3), a hand-worked example, cosine distances and feature extraction."""
 from __future__ import annotations
 
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
