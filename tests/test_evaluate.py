@@ -110,7 +110,7 @@ def test_hand_worked_example():
 def test_all_queries_without_true_match_raise():
     distmat = np.zeros((2, 3), dtype=np.float32)
     with pytest.raises(ValueError, match="none of the 2 queries"):
-        evaluate_rank(distmat, [1, 2], [1, 2, 0], [0, 1], [0, 1, 1])   # only same-camera matches
+        evaluate_rank(distmat, [1, 2], [1, 2, 0], [0, 1], [0, 1, 1], max_rank=3)   # only same-camera matches
 
 
 @pytest.mark.parametrize("bad, name", [
