@@ -335,7 +335,7 @@ def generate(preset: str | SyntheticSpec, out_dir: str | Path, seed: int = 0, pr
         for split in files:
             (tmp / split).mkdir()
         workers = workers or (min(2, os.cpu_count() or 1) if sum(map(len, files.values())) > 3000 else 1)
-        bar = tqdm(total=sum(map(len, files.values())), desc=f"synthetic {getattr(preset, 'name', preset)}",
+        bar = tqdm(total=sum(map(len, files.values())), desc="synthetic benchmark",
                    unit="img", disable=not progress)
         mapper = ProcessPoolExecutor(workers).map if workers > 1 else map
         for (split, *_), rendered in zip(chunks, mapper(_render_split, chunks)):
