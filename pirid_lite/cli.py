@@ -117,7 +117,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from .reproduce import reproduce
-    reproduce(results_root=args.out, only=args.only, force=args.force, seeds=args.seeds)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    reproduce(results_root=args.out, only=args.only, force=args.force, seeds=args.seeds, shard=args.shard)
     return 0
 
 
@@ -167,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--only", default=None, help="comma-separated experiment groups to run (default all)")
     rep.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
     rep.add_argument("--force", action="store_true", help="re-run experiments whose metrics.json exists")
+    rep.add_argument("--shard", default=None, metavar="I/N",
+                     help="run every N-th experiment starting at I (run N such processes in parallel)")
+    rep.add_argument("--threads", type=int, default=None, help="torch threads of this process (default: torch's)")
     rep.set_defaults(func=cmd_reproduce)
     return parser
 

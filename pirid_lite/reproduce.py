@@ -49,7 +49,9 @@ def plan(seeds: int = 3) -> list[Experiment]:
 
 
 def reproduce(results_root: str | Path = "results", dataset_name: str = "small", profile: str = "cpu",
-              only: str | None = None, force: bool = False, seeds: int = 3) -> Path:
+              only: str | None = None, force: bool = False, seeds: int = 3, shard: str | None = None) -> Path:
+    """Run the plan (or the groups in ``only``); ``shard="i/n"`` runs every n-th experiment from the i-th, so
+    n processes can share the work (e.g. two single-threaded processes on a 2-core CPU)."""
     from . import datasets
     from .trainer import METRICS, Trainer
 
@@ -59,6 +61,9 @@ def reproduce(results_root: str | Path = "results", dataset_name: str = "small",
     if unknown:
         raise ValueError(f"unknown experiment group(s) {unknown}; expected some of {GROUPS}")
     experiments = [e for e in plan(seeds) if e.group in groups]
+    if shard:
+        index, count = (int(v) for v in shard.split("/"))
+        experiments = experiments[index::count]
     dataset = datasets.load(dataset_name, verbose=False)
     started = time.perf_counter()
     timings = []
@@ -74,19 +79,21 @@ def reproduce(results_root: str | Path = "results", dataset_name: str = "small",
         timings.append({"run": str(out.relative_to(results_root)), "seconds": round(time.perf_counter() - t0, 1)})
     total = time.perf_counter() - started
     write_tables(results_root, dataset.name, profile)
-    atomic_write_json(results_root / "reproduce_timing.json",
+    atomic_write_json(results_root / f"reproduce_timing{'_' + shard.replace('/', 'of') if shard else ''}.json",
                       {"total_seconds": round(total, 1), "runs_executed": timings, "groups": list(groups)})
     print(f"reproduce: {len(timings)} runs executed, {len(experiments) - len(timings)} reused, "
           f"{total / 60:.1f} min in all; tables in {results_root / 'tables'}")
     return results_root
 
 
-def write_tables(results_root: str | Path, dataset: str, profile: str) -> dict[str, Any]:
-    """Tables 1–2 (Markdown + LaTeX + CSV) and the per-tag summary, from the runs on disk."""
+def write_tables(results_root: str | Path, dataset: str, profile: str, out_dir: str | Path | None = None
+                 ) -> dict[str, Any]:
+    """Tables 1–2 (Markdown + LaTeX + CSV) and the per-setting summary, from the runs under ``results_root``,
+    written to ``out_dir`` (default ``results_root/tables``)."""
     results_root = Path(results_root)
     runs = load_runs(results_root)
     runs = runs[(runs["dataset"] == dataset) & (runs["profile"] == profile)]
-    out = results_root / "tables"
+    out = Path(out_dir) if out_dir is not None else results_root / "tables"
     t1 = table1(runs, dataset_label=f"synthetic {dataset}")
     t2 = mean_std(table2(runs))
     by_tag = mean_std(summarize(runs[runs["variant"] == "pirid"]))
