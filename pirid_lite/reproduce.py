@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .config import get_config
 from .results import METRIC_COLUMNS, load_runs, mean_std, run_dir, summarize, table1, table2

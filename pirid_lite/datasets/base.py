@@ -148,7 +148,7 @@ class ReIDDataset:
         return table
 
     def __repr__(self) -> str:
-        return (f"ReIDDataset {self.name!r} at {self.root}\n{self.summary().to_string()}\n"
+        return (f"ReIDDataset {self.name!r} at {_display_path(self.root)}\n{self.summary().to_string()}\n"
                 f"ICS label space: N = {self.ics.num_ids} intra-camera IDs over {self.ics.num_cameras} cameras, "
                 f"N_c = {self.ics.ids_per_camera.tolist()}")
 
@@ -246,3 +246,11 @@ def resolve_root(root: str | Path, has_layout, folder_names: Sequence[str], layo
     raise DatasetLayoutError(
         f"{dataset}: {root} does not have the expected layout (neither it nor a subfolder named "
         f"{', '.join(folder_names)} does). Expected layout:\n{layout_tree}")
+
+
+def _display_path(path) -> str:
+    """A path relative to the working directory when that is shorter (no machine-specific prefix in
+    notebook outputs), else as given."""
+    import os
+    relative = os.path.relpath(path)
+    return relative if len(relative) < len(str(path)) else str(path)

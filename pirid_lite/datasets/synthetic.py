@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 GENERATOR_VERSION = 1
 HEIGHT, WIDTH = 128, 64           # Market-1501 file size
