@@ -80,12 +80,13 @@ def _json_default(value: Any) -> Any:
 
 
 def git_commit(cwd: str | Path | None = None) -> str:
-    """The current git commit (with ``+dirty`` when the tree has changes), or ``"unknown"``."""
+    """The current git commit, with ``+dirty`` when the package's own code differs from it (results and
+    notebooks written meanwhile do not count), or ``"unknown"`` outside a git checkout."""
     cwd = Path(cwd) if cwd else Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
                                 text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=cwd,
                                capture_output=True, text=True, check=True).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
