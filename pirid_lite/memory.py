@@ -22,29 +22,40 @@ def momentum_update_(bank: torch.Tensor, features: torch.Tensor, labels: torch.T
     n times in the batch ends as μ^n K[j] + (1 − μ) Σ_t μ^(n−1−t) f_t (t = its occurrence order). Each
     touched row is then L2-normalised once when ``renormalize``. Labels < 0 (noise) are ignored.
     ``features`` are detached and cast to the bank's dtype. Returns ``bank``.
+
+    Speed (benchmarks/RESULTS.md): the batch is read once, by a sparse (IDs × batch) weight matrix product
+    that also skips noise samples, so no (B, d) copy is made; the touched rows are gathered once and written
+    back by one ``index_add_`` of their change (index_copy_/index_put_ are per-element kernels on CPU).
     """
     if bank.dim() != 2 or features.dim() != 2 or features.shape[1] != bank.shape[1]:
         raise ValueError(f"momentum_update_: bank {tuple(bank.shape)} and features {tuple(features.shape)} "
                          "must be (N, d) and (B, d)")
     if labels.shape != features.shape[:1]:
         raise ValueError(f"momentum_update_: labels {tuple(labels.shape)} must be (B,) = ({features.shape[0]},)")
-    valid = labels >= 0
-    labels, features = labels[valid].to(bank.device), features.detach()[valid].to(bank.dtype)
     if labels.numel() == 0:
         return bank
-    order = torch.argsort(labels, stable=True)  # groups each label's samples, keeping batch order inside
-    sorted_labels = labels[order]
-    ids, counts = torch.unique_consecutive(sorted_labels, return_counts=True)
-    if ids[-1] >= bank.shape[0]:
-        raise ValueError(f"momentum_update_: label {int(ids[-1])} out of range for a bank of {bank.shape[0]} rows")
-    group = torch.repeat_interleave(torch.arange(len(ids), device=bank.device), counts)
-    rank = torch.arange(len(sorted_labels), device=bank.device) - (torch.cumsum(counts, 0) - counts)[group]
-    mu = torch.tensor(momentum, dtype=bank.dtype, device=bank.device)
-    weights = (1 - mu) * mu.pow(counts[group] - 1 - rank)  # sample t of n contributes (1−μ) μ^(n−1−t)
-    bank[ids] *= mu.pow(counts).unsqueeze(1)
-    bank.index_add_(0, sorted_labels, features[order] * weights.unsqueeze(1))
+    sorted_labels, order = torch.sort(labels.to(bank.device), stable=True)  # batch order kept within an ID
+    if sorted_labels[-1].item() >= bank.shape[0]:
+        raise ValueError(f"momentum_update_: label {sorted_labels[-1].item()} out of range for a bank of "
+                         f"{bank.shape[0]} rows")
+    if sorted_labels[0].item() < 0:  # noise samples sort first: drop them from the small index vectors only
+        first = int((sorted_labels < 0).sum())
+        sorted_labels, order = sorted_labels[first:], order[first:]
+        if len(order) == 0:
+            return bank
+    ids, group, counts = torch.unique_consecutive(sorted_labels, return_inverse=True, return_counts=True)
+    # occurrences of the same ID after each sample (sorted position p of group g: end_g − 1 − p)
+    later = counts.cumsum(0).index_select(0, group).sub_(torch.arange(1, len(order) + 1, device=bank.device))
+    mu = torch.scalar_tensor(momentum, dtype=bank.dtype, device=bank.device)
+    neg_weights = mu.pow(later).mul_(momentum - 1)  # −(1 − μ) μ^(n−1−t): the product below is −(new row)
+    weights = torch.sparse_coo_tensor(torch.stack((group, order)), neg_weights, (len(ids), len(labels)),
+                                      is_coalesced=True, check_invariants=False)  # rows sorted, then columns
+    old_rows = bank.index_select(0, ids)
+    neg_rows = torch.sparse.mm(weights, features.detach().to(bank.dtype))
+    neg_rows.addcmul_(old_rows, mu.pow(counts).unsqueeze(1), value=-1)
     if renormalize:
-        bank[ids] = F.normalize(bank[ids], dim=1)
+        neg_rows.div_(torch.linalg.vector_norm(neg_rows, dim=1, keepdim=True).clamp_min_(1e-12))
+    bank.index_add_(0, ids, old_rows.add_(neg_rows), alpha=-1)  # K[j] − (K[j] − new K[j])
     return bank
 
 
