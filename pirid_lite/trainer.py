@@ -161,16 +161,25 @@ class Trainer:
 
     # ------------------------------------------------------------------ one epoch
     def _epoch_loader(self, epoch: int, proto_labels: torch.Tensor | None):
-        """Batches of P IDs × K images: by memory ID, or in stage 2 optionally by prototype (cross-camera)."""
-        sample_by = self.labels.image_labels
+        """Batches of P IDs × K images: by memory ID, or in stage 2 optionally by prototype (cross-camera).
+        Returns the loader and what it samples by (``"intra-id"`` or ``"prototype"``)."""
+        sample_by, sampled_by = self.labels.image_labels, "intra-id"
         if proto_labels is not None and self.cfg.stage2_sampling == "prototype":
-            sample_by = proto_labels[self.image_labels].cpu().numpy()
+            by_prototype = proto_labels[self.image_labels].cpu().numpy()
+            found = len(np.unique(by_prototype[by_prototype >= 0]))
+            if found >= self.cfg.num_ids_per_batch:
+                sample_by, sampled_by = by_prototype, "prototype"
+            else:  # a P-K batch needs P distinct prototypes; DBSCAN may merge nearly everything
+                warnings.warn(f"epoch {epoch + 1}: only {found} prototypes for P={self.cfg.num_ids_per_batch} "
+                              "prototypes per batch; this epoch samples by intra-camera ID instead")
         num_batches = self.cfg.iters_per_epoch or max(1, len(self.dataset.train) // self.cfg.batch_size)
         seed = self.cfg.seed * 100_003 + epoch
         if self.train_images is not None:
-            return TensorTrainLoader(self.train_images, self.dataset.train, sample_by, self.cfg, seed, num_batches)
-        return data_lib.make_train_loader(self.dataset.train, sample_by, self.cfg,
-                                          seed=seed, epoch_batches=num_batches)
+            loader = TensorTrainLoader(self.train_images, self.dataset.train, sample_by, self.cfg, seed, num_batches)
+        else:
+            loader = data_lib.make_train_loader(self.dataset.train, sample_by, self.cfg,
+                                                seed=seed, epoch_batches=num_batches)
+        return loader, sampled_by
 
     def _train_epoch(self, epoch: int) -> dict[str, Any]:
         stage = 1 if epoch < self.cfg.stage1_epochs or not self.cfg.uses_inter_losses else 2
@@ -192,7 +201,7 @@ class Trainer:
         self.model.train()
         sums = torch.zeros(5, device=self.device)  # intra, inter_id, triplet, total, intra-correct
         seen = 0
-        loader = self._epoch_loader(epoch, proto_labels)
+        loader, record["sampled_by"] = self._epoch_loader(epoch, proto_labels)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs} (stage {stage})", leave=False,
                    disable=not self.progress)
         for images, _, camids, index in bar:

@@ -104,6 +104,16 @@ def test_no_prototype_falls_back_to_intra_loss(tiny, tmp_path):
     assert all(np.isfinite(r["loss_total"]) and r["loss_inter_id"] == 0.0 for r in log)
 
 
+def test_prototype_sampling_with_fewer_prototypes_than_p_falls_back(tiny, tmp_path):
+    cfg = _cfg(dbscan_eps=1.5, stage2_sampling="prototype")  # eps beyond any cosine distance: one prototype
+    with pytest.warns(UserWarning, match="samples by intra-camera ID"):
+        Trainer(cfg, tiny, tmp_path, progress=False, log=lambda _: None).fit()
+    log = [json.loads(line) for line in (tmp_path / LOG).read_text().splitlines()]
+    assert [r["num_prototypes"] for r in log[1:]] == [1, 1]
+    assert [r["sampled_by"] for r in log] == ["intra-id"] * 3
+    assert all(np.isfinite(r["loss_total"]) for r in log)  # one prototype: Eq. 4 is exactly 0, not NaN
+
+
 def test_short_training_beats_the_untrained_model(tiny, tmp_path):
     cfg = _cfg(epochs=8, stage1_epochs=3, lr_milestones=(8,), iters_per_epoch=4, height=64, width=32, lr=1e-3,
                random_erasing=0.0)
