@@ -297,7 +297,15 @@ def evaluate_model(model: torch.nn.Module, dataset, cfg, device: str | torch.dev
     for split in ("query", "gallery"):
         loader = data_lib.make_test_loader(getattr(dataset, split), cfg)
         features[split] = extract_features(model, loader, device, flip=cfg.eval_flip, amp=cfg.amp)
-    (qf, q_pids, q_camids), (gf, g_pids, g_camids) = features["query"], features["gallery"]
+    return retrieval_metrics(*features["query"], *features["gallery"], device=device)
+
+
+def retrieval_metrics(qf, q_pids, q_camids, gf, g_pids, g_camids, device: str | torch.device | None = None
+                      ) -> dict[str, float]:
+    """Rank-1/5/10 and mAP in percent from query and gallery features (cosine distance after L2
+    normalisation), e.g. features saved by a run (``features_initial.npz``) or fresh from a model."""
+    device = resolve_device("auto" if device is None else device)
+    qf, gf = (torch.as_tensor(np.asarray(f, dtype=np.float32)) for f in (qf, gf))
     distmat = cosine_distmat(qf.to(device), gf.to(device)).cpu().numpy()
     cmc, mAP = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=min(50, len(g_pids)),
                              device=device)

@@ -17,8 +17,11 @@ from .config import get_config
 from .results import METRIC_COLUMNS, load_runs, mean_std, run_dir, summarize, table1, table2
 from .utils import atomic_write_json, atomic_write_text
 
-GROUPS = ("table2", "metric", "cannot-link", "sampling", "eps")
+GROUPS = ("table2", "metric", "cannot-link", "sampling", "eps", "temperature")
 EPS_SWEEP = (0.4, 0.5, 0.7)
+# Diagnostic only (defaults stay §3.1's τ = 0.01): is the ICS variants' weak learning an optimisation effect
+# of the sharp softmax when training from random weights?
+TEMPERATURE_PROBE = 0.05
 
 
 @dataclass(frozen=True)
@@ -43,8 +46,12 @@ def plan(seeds: int = 3) -> list[Experiment]:
     for seed in range(seeds):
         runs.append(Experiment("cannot-link", "pirid", seed, "cannot-link", {"cannot_link": True}))
         runs.append(Experiment("metric", "pirid", seed, other_metric, {"cluster_metric": other_metric}))
-    runs += [Experiment("eps", "pirid", 0, f"eps{eps}", {"dbscan_eps": eps}) for eps in EPS_SWEEP]
-    runs.append(Experiment("sampling", "pirid", 0, "proto-sampling", {"stage2_sampling": "prototype"}))
+    for seed in range(seeds):
+        runs += [Experiment("eps", "pirid", seed, f"eps{eps}", {"dbscan_eps": eps}) for eps in EPS_SWEEP]
+        runs.append(Experiment("sampling", "pirid", seed, "proto-sampling", {"stage2_sampling": "prototype"}))
+    for seed in range(seeds):
+        runs += [Experiment("temperature", variant, seed, f"tau{TEMPERATURE_PROBE}",
+                            {"temperature": TEMPERATURE_PROBE}) for variant in ("pirid-1", "pirid")]
     return runs
 
 
@@ -96,7 +103,7 @@ def write_tables(results_root: str | Path, dataset: str, profile: str, out_dir: 
     out = Path(out_dir) if out_dir is not None else results_root / "tables"
     t1 = table1(runs, dataset_label=f"synthetic {dataset}")
     t2 = mean_std(table2(runs))
-    by_tag = mean_std(summarize(runs[runs["variant"] == "pirid"]))
+    by_tag = mean_std(summarize(runs[(runs["variant"] == "pirid") | (runs["tag"] != "")]))
     for name, table in (("table1", t1), ("table2", t2), ("pirid_settings", by_tag)):
         atomic_write_text(out / f"{name}.md", table.to_markdown(index=False) + "\n")
         atomic_write_text(out / f"{name}.tex", table.to_latex(index=False))

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
 import pandas as pd
 
 METRIC_COLUMNS = ("R1", "R5", "R10", "mAP")
@@ -50,6 +51,16 @@ def read_log(run_path: str | Path) -> pd.DataFrame:
     return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
 
 
+def epoch_logs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The per-epoch logs of the given runs (rows of :func:`load_runs`), stacked, each row tagged with its
+    run's variant, tag and seed — e.g. to average prototype purity per epoch over seeds."""
+    frames = [read_log(run.path).assign(variant=run.variant, tag=run.tag, seed=run.seed)
+              for run in runs.itertuples()]
+    if not frames:
+        raise ValueError("epoch_logs: no runs given")
+    return pd.concat(frames, ignore_index=True)
+
+
 def load_runs(results_root: str | Path = "results") -> pd.DataFrame:
     """One row per finished run (a ``metrics.json``) under ``results_root/runs``."""
     rows = []
@@ -69,6 +80,22 @@ def load_runs(results_root: str | Path = "results") -> pd.DataFrame:
     columns = ["dataset", "profile", "variant", "tag", "seed", *METRIC_COLUMNS, "device", "imagenet_weights",
                "git_commit", "wall_seconds", "final_purity", "final_noise_share", "path"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def saved_features_metrics(run_path: str | Path, stage: str, num_query: int) -> dict[str, float]:
+    """R1/R5/R10/mAP (%) of the test features a run saved with ``save_features`` (``features_<stage>.npz``,
+    stage ``initial`` = the untrained network, ``final``; query rows first, then gallery)."""
+    from .evaluate import retrieval_metrics
+
+    path = Path(run_path) / f"features_{stage}.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist; only runs trained with save_features=True have it")
+    saved = np.load(path)
+    f, pids, camids = saved["features"], saved["pids"], saved["camids"]
+    if not 0 < num_query < len(pids):
+        raise ValueError(f"num_query={num_query} must split the {len(pids)} saved rows of {path}")
+    q, g = slice(0, num_query), slice(num_query, None)
+    return retrieval_metrics(f[q], pids[q], camids[q], f[g], pids[g], camids[g])
 
 
 def summarize(runs: pd.DataFrame, by: Iterable[str] = ("dataset", "profile", "variant", "tag"),

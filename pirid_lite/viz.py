@@ -124,6 +124,31 @@ def plot_eps_sweep(sweep: "pd.DataFrame", paper_eps: float = 0.6, path=None):
     return fig
 
 
+def plot_prototype_quality_by_setting(logs: "pd.DataFrame", path=None):
+    """Stage-2 prototype statistics per epoch, mean over seeds with a ±1 std band, one line per setting
+    (``logs`` from :func:`pirid_lite.results.epoch_logs`; the setting is the run's tag, '' = default)."""
+    import matplotlib.pyplot as plt
+
+    cols = [c for c in ("num_prototypes", "noise_share", "purity", "pairwise_f") if c in logs]
+    stage2 = logs[logs["stage"] == 2].assign(setting=lambda d: d["tag"].replace("", "default"))
+    stats = stage2.groupby(["setting", "epoch"])[cols].agg(["mean", "std"])
+    fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.2), squeeze=False)
+    for ax, col in zip(axes[0], cols):
+        for setting, rows in stats.groupby(level="setting"):
+            epochs = rows.index.get_level_values("epoch")
+            mean, std = rows[(col, "mean")], rows[(col, "std")].fillna(0.0)
+            ax.plot(epochs, mean, marker="o", ms=3, label=setting)
+            ax.fill_between(epochs, mean - std, mean + std, alpha=0.15)
+        if col == "num_prototypes" and "num_true_identities" in stage2:
+            ax.axhline(stage2["num_true_identities"].iloc[0], color="k", ls=":", label="true identities")
+        ax.set(xlabel="epoch", title=col)
+        ax.legend(fontsize=8)
+    fig.suptitle("prototypes against the hidden ground truth, per stage-2 epoch (mean ± std over seeds)")
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
 def prototype_members(dataset, assignment, n_prototypes: int = 5, max_members: int = 6, seed: int = 0, path=None):
     """Rows = randomly chosen prototypes, columns = one training image of each member ID (with its camera)."""
     import matplotlib.pyplot as plt

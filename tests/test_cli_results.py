@@ -74,3 +74,22 @@ def test_tables_aggregate_seeds_like_numpy(tmp_path):
     assert (t1["source"] == "paper (published)").sum() == 15
     formatted = results.mean_std(results.summarize(runs[runs.variant == "pirid"]))
     assert formatted.loc[formatted.tag == "", "mAP"].iloc[0] == f"{maps.mean():.1f} ± {maps.std(ddof=1):.1f}"
+
+
+def test_saved_features_metrics_matches_a_hand_worked_ranking(tmp_path):
+    # 2 queries (pid 1 cam 0, pid 2 cam 0) then 3 gallery images; 1-D "features" after L2 norm are ±1 on
+    # two axes, so each query's ranking is fixed by hand: q0 → g0 (pid 1, cam 1) first; q1 → its only true
+    # match g2 (pid 2, cam 1) comes after g0 and g1 (tied at distance 1, ties keep gallery order) → rank 3.
+    features = np.array([[1, 0], [0, 1],            # queries
+                         [1, 0], [-1, 0], [0, -1]],  # gallery: pid 1, pid 3, pid 2
+                        dtype=np.float16)
+    pids, camids = np.array([1, 2, 1, 3, 2]), np.array([0, 0, 1, 1, 1])
+    np.savez(tmp_path / "features_initial.npz", features=features, pids=pids, camids=camids)
+    metrics = results.saved_features_metrics(tmp_path, "initial", num_query=2)
+    assert metrics["R1"] == pytest.approx(50.0)
+    assert metrics["R5"] == pytest.approx(100.0)
+    assert metrics["mAP"] == pytest.approx((1.0 + 1 / 3) / 2 * 100)
+    with pytest.raises(ValueError, match="num_query=5"):
+        results.saved_features_metrics(tmp_path, "initial", num_query=5)
+    with pytest.raises(FileNotFoundError, match="features_final.npz"):
+        results.saved_features_metrics(tmp_path, "final", num_query=2)
