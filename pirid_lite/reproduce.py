@@ -101,11 +101,11 @@ def write_tables(results_root: str | Path, dataset: str, profile: str, out_dir: 
     runs = load_runs(results_root)
     runs = runs[(runs["dataset"] == dataset) & (runs["profile"] == profile)]
     out = Path(out_dir) if out_dir is not None else results_root / "tables"
-    t1 = table1(runs, dataset_label=f"synthetic {dataset}")
+    t1 = table1(runs, dataset_label=dataset)
     t2 = mean_std(table2(runs))
     by_tag = mean_std(summarize(runs[(runs["variant"] == "pirid") | (runs["tag"] != "")]))
     for name, table in (("table1", t1), ("table2", t2), ("pirid_settings", by_tag)):
-        atomic_write_text(out / f"{name}.md", table.to_markdown(index=False) + "\n")
-        atomic_write_text(out / f"{name}.tex", table.to_latex(index=False))
+        atomic_write_text(out / f"{name}.md", table.to_markdown(index=False, missingval="–") + "\n")
+        atomic_write_text(out / f"{name}.tex", table.to_latex(index=False, na_rep="--"))
         atomic_write_text(out / f"{name}.csv", table.to_csv(index=False))
     return {"table1": t1, "table2": t2, "pirid_settings": by_tag, "metrics": METRIC_COLUMNS}
