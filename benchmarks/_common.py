@@ -1,6 +1,7 @@
 """Shared helpers of the benchmarks: best-of timing and a uniform printout."""
 from __future__ import annotations
 
+import argparse
 import time
 from typing import Any, Callable
 
@@ -26,3 +27,11 @@ def report(title: str, result: dict[str, Any]) -> dict[str, Any]:
     for key, value in result.items():
         print(f"{key:>32}: {value:.4g}" if isinstance(value, float) else f"{key:>32}: {value}")
     return result
+
+
+def make_parser(description: str | None) -> argparse.ArgumentParser:
+    """The options every benchmark script shares (``--small``, ``--threads``); scripts add their own."""
+    p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--small", action="store_true", help="tiny configuration (CI smoke test)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 = torch default)")
+    return p

@@ -7,13 +7,12 @@ CMC and mAP agree to 1e-6 and prints the speed-up.
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from benchmarks._common import best_time, report
+from benchmarks._common import best_time, make_parser, report
 from pirid_lite.evaluate import evaluate_rank
 
 FULL = dict(num_ids=750, num_cameras=6, num_query=3368, num_gallery=15913, num_distractors=2793)
@@ -116,9 +115,7 @@ def main(small: bool = False, repeats: int = 3, threads: int | None = 1, uniform
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", action="store_true", help="tiny configuration (CI smoke test)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 = torch default)")
+    parser = make_parser(__doc__)
     parser.add_argument("--uniform", action="store_true", help="uniform random distances (worst case)")
     args = parser.parse_args()
     main(small=args.small, threads=args.threads, uniform=args.uniform)

@@ -6,12 +6,11 @@ that both give the same bank (max abs diff < 1e-6) and prints the speed-up.
 """
 from __future__ import annotations
 
-import argparse
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks._common import best_time, report
+from benchmarks._common import best_time, make_parser, report
 from pirid_lite.memory import momentum_update_
 
 FULL = dict(num_ids=3000, dim=2048, batch=256, instances=4)
@@ -56,8 +55,6 @@ def main(small: bool = False, repeats: int = 30, threads: int | None = 1, moment
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", action="store_true", help="tiny configuration (CI smoke test)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 = torch default)")
+    parser = make_parser(__doc__)
     args = parser.parse_args()
     main(small=args.small, threads=args.threads)

@@ -7,13 +7,12 @@ quality against the known identities.
 """
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmarks._common import best_time, report
+from benchmarks._common import best_time, make_parser, report
 from pirid_lite.prototypes import form_prototypes, prototype_quality
 
 FULL = dict(num_identities=1500, num_cameras=15, dim=2048)
@@ -54,8 +53,6 @@ def main(small: bool = False, repeats: int = 1, threads: int | None = 1, eps: fl
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", action="store_true", help="tiny configuration (CI smoke test)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 = torch default)")
+    parser = make_parser(__doc__)
     args = parser.parse_args()
     main(small=args.small, threads=args.threads)

@@ -7,13 +7,12 @@ memories) against a bare forward+backward+step of the same network on the same t
 """
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 import torch.nn.functional as F
 
-from benchmarks._common import report
+from benchmarks._common import make_parser, report
 from pirid_lite.config import get_config
 from pirid_lite.losses import batch_hard_triplet_loss, inter_id_loss, intra_camera_loss, total_loss
 from pirid_lite.memory import IntraCameraMemory, PrototypeMemory
@@ -98,9 +97,7 @@ def main(small: bool = False, threads: int | None = 1, iters: int | None = None)
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--small", action="store_true", help="tiny configuration (CI smoke test)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 = torch default)")
+    parser = make_parser(__doc__)
     parser.add_argument("--iters", type=int, default=None, help="timed iterations per loop")
     args = parser.parse_args()
     main(small=args.small, threads=args.threads, iters=args.iters)

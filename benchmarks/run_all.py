@@ -4,9 +4,8 @@ Results are printed (and returned as one dict per benchmark); benchmarks/RESULTS
 """
 from __future__ import annotations
 
-import argparse
-
 from benchmarks import bench_evaluator, bench_memory_update, bench_prototypes, bench_throughput
+from benchmarks._common import make_parser
 
 BENCHMARKS = {"evaluator": bench_evaluator, "memory_update": bench_memory_update,
               "prototypes": bench_prototypes, "throughput": bench_throughput}
@@ -17,8 +16,6 @@ def main(small: bool = False, threads: int | None = 1) -> dict[str, dict]:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--small", action="store_true", help="tiny configurations (CI smoke test)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0 = torch default)")
+    parser = make_parser(__doc__)
     args = parser.parse_args()
     main(small=args.small, threads=args.threads)
