@@ -6,7 +6,6 @@ that both give the same bank (max abs diff < 1e-6) and prints the speed-up.
 """
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
