@@ -88,8 +88,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     root = ensure_generated(args.preset, seed=args.seed, root=args.root)
     print(f"synthetic '{args.preset}' benchmark (seed {args.seed}) at {root} "
           f"[{time.perf_counter() - started:.1f} s]")
-    dataset = datasets.load(args.preset, root=args.root, seed=args.seed)
-    print(dataset)
+    dataset = datasets.load(args.preset, root=args.root, seed=args.seed)  # prints its summary
     if args.grid:
         camera_sample_grid(dataset, path=args.grid)
         print(f"sample grid per camera saved to {args.grid}")
@@ -103,8 +102,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .trainer import Trainer
 
     started = time.perf_counter()
-    dataset = datasets.load("small", seed=0)
-    print(dataset)
+    dataset = datasets.load("small", seed=0)  # prints its summary
     cfg = get_config("cpu", variant="pirid", seed=args.seed)
     # under results/demo/, not results/runs/: a demo run must not enter the committed tables
     out = run_dir(Path(args.out) / "demo", dataset.name, cfg.profile, cfg.variant, cfg.seed)
