@@ -135,6 +135,16 @@ def test_market_preset_has_market1501_counts_without_generating():
     assert len(gallery) - gallery.count(-1) == 15913          # Market's gallery after junk removal
 
 
+@pytest.mark.parametrize("preset, size", [("small", (64, 128)), ("market", (128, 256))])  # PIL (W, H)
+def test_files_have_their_presets_image_size(preset, size, tmp_path):
+    spec = synthetic.PRESETS[preset]
+    who, cam = synthetic.identity(1, 0, spec), synthetic.camera(0, 0, spec)
+    path = tmp_path / "one.jpg"
+    path.write_bytes(synthetic.render(who, cam, spec, np.random.default_rng(0)))
+    with Image.open(path) as img:
+        assert (img.format, img.size) == ("JPEG", size)
+
+
 @pytest.mark.parametrize("preset", ["tiny", "small", "market"])
 def test_preset_plan_respects_its_spec_ranges(preset):
     spec = synthetic.PRESETS[preset]

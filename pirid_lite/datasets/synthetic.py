@@ -7,6 +7,9 @@ contrast, saturation, its own textured background, its own mix of viewpoints, sc
 blur, noise, JPEG quality); ``camera_shift`` scales how far cameras are from each other and is the main
 difficulty knob. Per image: pose phase, viewpoint, box jitter, lighting, occasional occluders.
 
+Files are 128×64 (Market-1501's own file size) for `tiny` and `small`, 256×128 (the paper's input size,
+DESIGN.md §4) for `market`; the drawing is the same, resampled from a 256×128 canvas.
+
 Every image is drawn from a NumPy generator seeded by (seed, split, pid, camera, index), so the same preset
 and seed give the same bytes whatever the order or parallelism of generation.
 """
@@ -27,8 +30,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 GENERATOR_VERSION = 1
-HEIGHT, WIDTH = 128, 64           # Market-1501 file size
-SCALE = 2                         # draw at 2x, then downsample (anti-aliasing)
+HEIGHT, WIDTH = 128, 64           # Market-1501 file size: every preset's drawing geometry
+SCALE = 2                         # draw at 2x, then resample to the preset's image_size (anti-aliasing)
 VIEWS = ("front", "back", "side")
 SPLITS = {"bounding_box_train": 0, "query": 1, "bounding_box_test": 2}
 
@@ -66,6 +69,7 @@ class SyntheticSpec:
     blur: tuple[float, float] = (0.0, 1.2)
     noise: tuple[float, float] = (2.0, 8.0)
     jpeg_quality: tuple[int, int] = (60, 95)
+    image_size: tuple[int, int] = (HEIGHT, WIDTH)     # (height, width) of the written files
 
 
 PRESETS: dict[str, SyntheticSpec] = {
@@ -75,7 +79,8 @@ PRESETS: dict[str, SyntheticSpec] = {
                            images_per_camera=(2, 4), num_distractors=60, num_junk=30),
     "market": SyntheticSpec(num_train_ids=751, num_test_ids=750, num_cameras=6, cameras_per_id=(2, 6),
                             images_per_camera=(2, 6), num_distractors=2793, num_junk=3819,
-                            train_images=12936, query_images=3368, gallery_files=19732),
+                            train_images=12936, query_images=3368, gallery_files=19732,
+                            image_size=(256, 128)),  # DESIGN.md §4: the paper's input size
 }
 
 
@@ -266,9 +271,10 @@ def render(who: dict, cam: dict, spec: SyntheticSpec, r: np.random.Generator, ki
         if r.random() < 0.6:
             _person(draw, who, VIEWS[r.integers(3)], r.uniform(0, 6.3), W * r.uniform(-0.2, 1.2),
                     H * r.uniform(-0.6, 0.5), H * r.uniform(0.8, 1.6))
-    img = canvas.resize((WIDTH, HEIGHT), Image.LANCZOS)
-    if cam["blur"] > 0.05:
-        img = img.filter(ImageFilter.GaussianBlur(cam["blur"]))
+    out_h, out_w = spec.image_size
+    img = canvas.resize((out_w, out_h), Image.LANCZOS)
+    if cam["blur"] > 0.05:  # blur is set in pixels of a 128x64 file: scale it with the file
+        img = img.filter(ImageFilter.GaussianBlur(cam["blur"] * out_h / HEIGHT))
     x = np.asarray(img, dtype=np.float32) / 255
     x = x ** cam["gamma"] * np.exp(r.normal(0, spec.lighting))          # exposure, per-image lighting
     x = x * cam["gains"] + cam["cast"] / 255                             # white balance and colour cast
