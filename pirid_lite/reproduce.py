@@ -17,7 +17,7 @@ from .config import get_config
 from .results import METRIC_COLUMNS, load_runs, mean_std, run_dir, summarize, table1, table2
 from .utils import atomic_write_json, atomic_write_text
 
-GROUPS = ("table2", "metric", "cannot-link", "sampling", "eps", "temperature")
+GROUPS = ("table2", "metric", "cannot-link", "sampling", "eps", "temperature", "pipeline")
 EPS_SWEEP = (0.4, 0.5, 0.7)
 # Diagnostic only (defaults stay §3.1's τ = 0.01): is the ICS variants' weak learning an optimisation effect
 # of the sharp softmax when training from random weights?
@@ -52,6 +52,10 @@ def plan(seeds: int = 3) -> list[Experiment]:
     for seed in range(seeds):
         runs += [Experiment("temperature", variant, seed, f"tau{TEMPERATURE_PROBE}",
                             {"temperature": TEMPERATURE_PROBE}) for variant in ("pirid-1", "pirid")]
+    # the GPU fast path's batched tensor augmentation, run on the CPU: same results as the DataLoader path?
+    for seed in range(seeds):
+        runs += [Experiment("pipeline", variant, seed, "tensor-pipeline", {"input_pipeline": "tensor"})
+                 for variant in ("pirid", "supervised")]
     return runs
 
 

@@ -222,3 +222,21 @@ def test_camera_sample_grid_rows_are_identities_columns_are_cameras(tiny, tmp_pa
     assert 3 * 2 <= shown <= 3 * 3                            # each row: >= 2 cameras, blanks elsewhere
     assert (tmp_path / "grid.png").stat().st_size > 0
     assert np.all([ax.get_xticks().size == 0 for ax in fig.axes])
+
+
+def test_a_concurrent_generation_keeps_the_folder_another_process_finished_first(tiny, tmp_path, monkeypatch):
+    # Two shards of `make reproduce` may generate the same preset at once; the one finishing second must not
+    # delete the folder the first one is already reading. Simulate: the folder appears while we render.
+    root = tmp_path / "tiny-seed0"
+    real_render_split = synthetic._render_split
+
+    def render_while_another_process_finishes(args):
+        if not root.exists():
+            shutil.copytree(tiny, root)
+            (root / "query" / "sentinel.txt").write_text("the other process's folder")
+        return real_render_split(args)
+
+    monkeypatch.setattr(synthetic, "_render_split", render_while_another_process_finishes)
+    assert synthetic.generate("tiny", root, seed=0, progress=False, workers=1) == root
+    assert (root / "query" / "sentinel.txt").exists()        # theirs was kept, ours discarded
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny-seed0"]  # no temporary sibling left

@@ -350,6 +350,9 @@ def generate(preset: str | SyntheticSpec, out_dir: str | Path, seed: int = 0, pr
             bar.update(len(rendered))
         bar.close()
         (tmp / "manifest.json").write_text(json.dumps(_manifest(spec, seed), indent=2, sort_keys=True))
+        if _is_current(out_dir, spec, seed):  # another process generated the same files meanwhile: keep
+            shutil.rmtree(tmp)                 # theirs, which it may be reading already
+            return out_dir
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -371,8 +374,13 @@ def ensure_generated(preset: str, seed: int = 0, root: str | Path | None = None,
     """The folder of a preset, generated on first use (or again if its manifest does not match)."""
     spec = _spec(preset)
     folder = Path(root) if root is not None else default_root(preset, seed)
-    manifest = folder / "manifest.json"
-    expected = json.loads(json.dumps(_manifest(spec, seed), sort_keys=True))
-    if manifest.exists() and json.loads(manifest.read_text()) == expected:
+    if _is_current(folder, spec, seed):
         return folder
     return generate(spec, folder, seed=seed, progress=progress)
+
+
+def _is_current(folder: Path, spec: SyntheticSpec, seed: int) -> bool:
+    """Whether ``folder`` holds a complete generation of this spec and seed (its manifest is written last)."""
+    manifest = folder / "manifest.json"
+    expected = json.loads(json.dumps(_manifest(spec, seed), sort_keys=True))
+    return manifest.exists() and json.loads(manifest.read_text()) == expected
