@@ -36,8 +36,8 @@ test-fast: $(STAMP)  ## unit tests only
 lab: $(STAMP)  ## open the notebooks in JupyterLab
 	$(VENV)/bin/jupyter lab notebooks
 
-reproduce: $(STAMP)  ## regenerate every number of Tables 1-2 and results/FINDINGS.md (45 runs, about 1 hour on 2 cores: two single-threaded shards)
-	$(PY) -m pirid_lite generate --preset small  # once, before the two shards read it
+reproduce: $(STAMP)  ## regenerate every number of Tables 1-2 and results/FINDINGS.md (54 runs, about 70 min on 2 cores: two single-threaded shards)
+	$(PY) -m pirid_lite reproduce --out results --prepare  # benchmark + source weights, before the shards read them
 	$(PY) -m pirid_lite reproduce --out results --shard 0/2 --threads 1 & $(PY) -m pirid_lite reproduce --out results --shard 1/2 --threads 1; wait
 	$(PY) -m pirid_lite reproduce --out results
 

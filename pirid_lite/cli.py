@@ -124,6 +124,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
+    if args.prepare:  # what every shard reads, made once before the shards start (no two writers)
+        from . import datasets
+        from .reproduce import source_weights
+        datasets.load("small", verbose=False)
+        print(f"source weights for the 'pretrained' group: {source_weights(args.out)}")
+        return 0
     reproduce(results_root=args.out, only=args.only, force=args.force, seeds=args.seeds, shard=args.shard)
     return 0
 
@@ -178,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--shard", default=None, metavar="I/N",
                      help="run every N-th experiment starting at I (run N such processes in parallel)")
     rep.add_argument("--threads", type=int, default=None, help="torch threads of this process (default: torch's)")
+    rep.add_argument("--prepare", action="store_true",
+                     help="only generate the benchmark and train the 'pretrained' group's source model, then exit "
+                          "(make reproduce runs this before its parallel shards)")
     rep.set_defaults(func=cmd_reproduce)
     return parser
 

@@ -17,6 +17,8 @@ from torch import nn
 from .config import PiridConfig
 
 ARCHS = ("resnet18", "resnet34", "resnet50")
+# top-level key of a weights file written by pirid_lite.reproduce.source_weights (synthetic pre-training)
+PRETRAINING_KEY = "pirid_lite_pretraining"
 # torchvision's best ImageNet weights per architecture (enum class name, member name)
 _IMAGENET_WEIGHTS = {"resnet18": ("ResNet18_Weights", "IMAGENET1K_V1"),
                      "resnet34": ("ResNet34_Weights", "IMAGENET1K_V1"),
@@ -116,7 +118,9 @@ class ReIDNet(nn.Module):
             raise FileNotFoundError(f"pretrained checkpoint {path} does not exist (expected a state dict file, "
                                     "'imagenet' or None)")
         try:
-            state = _clean_state_dict(torch.load(path, map_location="cpu", weights_only=True), str(path))
+            raw = torch.load(path, map_location="cpu", weights_only=True)
+            origin = raw.pop(PRETRAINING_KEY, None) if isinstance(raw, dict) else None
+            state = _clean_state_dict(raw, str(path))
             neck = {k[len("bottleneck."):]: v for k, v in state.items() if k.startswith("bottleneck.")}
             backbone = {k[len("backbone."):] if k.startswith("backbone.") else k: v
                         for k, v in state.items() if not k.startswith("bottleneck.")}
@@ -128,7 +132,13 @@ class ReIDNet(nn.Module):
         if missing or unexpected:
             raise ValueError(f"pretrained checkpoint {path} is not compatible with {self.arch}: "
                              f"missing keys {missing[:5]}, unexpected keys {unexpected[:5]}")
-        return True, f"checkpoint {path}"
+        return True, f"checkpoint {path}" + (f" ({PRETRAINING_KEY}: {origin})" if origin else "")
+
+    @property
+    def imagenet_weights(self) -> bool:
+        """Whether the backbone holds ImageNet weights (torchvision's, or a checkpoint not written by this
+        package's synthetic pre-training, e.g. a local resnet50.pth)."""
+        return self.weights_loaded and PRETRAINING_KEY not in self.weights_source
 
     # ------------------------------------------------------------------ forward
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:

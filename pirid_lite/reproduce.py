@@ -11,17 +11,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from .config import get_config
 from .results import METRIC_COLUMNS, load_runs, mean_std, run_dir, summarize, table1, table2
-from .utils import atomic_write_json, atomic_write_text
+from .utils import atomic_torch_save, atomic_write_json, atomic_write_text
 
-GROUPS = ("table2", "metric", "cannot-link", "sampling", "eps", "temperature", "pipeline")
+GROUPS = ("table2", "metric", "cannot-link", "sampling", "eps", "temperature", "pipeline", "pretrained")
 EPS_SWEEP = (0.4, 0.5, 0.7)
 # Diagnostic only (defaults stay §3.1's τ = 0.01): is the ICS variants' weak learning an optimisation effect
 # of the sharp softmax when training from random weights?
 TEMPERATURE_PROBE = 0.05
+# Diagnostic only: the paper starts from ImageNet, which these machines cannot download. As a stand-in, a
+# `supervised` model trained on another instance of the benchmark (generator seed 1: other people, other
+# cameras) initialises the `pretrained` group — does PIRID's stage 2 work once the initial features
+# separate people? A person-ID-supervised prior is stronger than ImageNet's; read it as such.
+SOURCE_GENERATOR_SEED = 1
+SOURCE_WEIGHTS = "source-weights"  # placeholder in an experiment's overrides, resolved by source_weights()
 
 
 @dataclass(frozen=True)
@@ -56,7 +63,33 @@ def plan(seeds: int = 3) -> list[Experiment]:
     for seed in range(seeds):
         runs += [Experiment("pipeline", variant, seed, "tensor-pipeline", {"input_pipeline": "tensor"})
                  for variant in ("pirid", "supervised")]
+    for seed in range(seeds):
+        runs += [Experiment("pretrained", variant, seed, "source-pretrained", {"pretrained": SOURCE_WEIGHTS})
+                 for variant in ("pirid-1", "pirid", "oracle-prototypes")]
     return runs
+
+
+def source_weights(results_root: str | Path, dataset_name: str = "small", profile: str = "cpu") -> Path:
+    """The stand-in for ImageNet weights (see ``SOURCE_GENERATOR_SEED``): trained on first use, then reused.
+
+    The source run's config, log and metrics stay under ``results/pretrain/`` for provenance; the weights
+    file (model state dict plus a note of its origin, which marks the run as not ImageNet-initialised)
+    sits beside them and is not committed (regenerated in a few minutes)."""
+    from . import datasets
+    from .model import PRETRAINING_KEY
+    from .trainer import CHECKPOINT, Trainer
+
+    source = datasets.load(dataset_name, seed=SOURCE_GENERATOR_SEED, verbose=False)
+    out = run_dir(Path(results_root) / "pretrain", source.name, profile, "supervised", 0)
+    weights = out / "weights.pt"
+    if weights.exists():
+        return weights
+    Trainer(get_config(profile, variant="supervised", seed=0), source, out, progress=False, log=lambda _: None).fit()
+    checkpoint = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
+    origin = f"supervised on {source.name} ({profile} profile, seed 0), run {out.as_posix()}"
+    atomic_torch_save({"model": checkpoint["model"], PRETRAINING_KEY: origin}, weights)
+    (out / CHECKPOINT).unlink()
+    return weights
 
 
 def reproduce(results_root: str | Path = "results", dataset_name: str = "small", profile: str = "cpu",
@@ -80,7 +113,10 @@ def reproduce(results_root: str | Path = "results", dataset_name: str = "small",
     timings = []
     bar = tqdm(experiments, desc="reproduce", unit="run")
     for exp in bar:
-        cfg = get_config(profile, variant=exp.variant, seed=exp.seed, **exp.overrides)
+        overrides = dict(exp.overrides)
+        if overrides.get("pretrained") == SOURCE_WEIGHTS:
+            overrides["pretrained"] = str(source_weights(results_root, dataset_name, profile))
+        cfg = get_config(profile, variant=exp.variant, seed=exp.seed, **overrides)
         out = run_dir(results_root, dataset.name, profile, exp.variant, exp.seed, exp.tag)
         bar.set_postfix_str(f"{exp.variant}{'+' + exp.tag if exp.tag else ''} seed {exp.seed}")
         if (out / METRICS).exists() and not force:

@@ -132,7 +132,7 @@ class Trainer:
             "variant": self.cfg.variant, "profile": self.cfg.profile, "seed": self.cfg.seed,
             "dataset": getattr(self.dataset, "name", "?"), "dataset_root": str(getattr(self.dataset, "root", "")),
             "device": device_description(self.device), "git_commit": git_commit(),
-            "torch": torch.__version__, "imagenet_weights": bool(self.model.weights_loaded),
+            "torch": torch.__version__, "imagenet_weights": self.model.imagenet_weights,
             "weights_source": getattr(self.model, "weights_source", "unknown"),
             "num_train_images": len(self.dataset.train), "num_memory_ids": self.labels.num_ids,
         }

@@ -70,6 +70,7 @@ def test_checkpoint_with_wrapper_and_module_prefix_loads(tmp_path):
     torch.save(state, tmp_path / "r18.pth")
     model = ReIDNet("resnet18", pretrained=tmp_path / "r18.pth")
     assert model.weights_loaded and "r18.pth" in model.weights_source
+    assert model.imagenet_weights                  # a foreign checkpoint counts as ImageNet-style weights
     assert torch.equal(model.backbone.conv1.weight, source.conv1.weight)
     assert torch.equal(model.backbone.layer4[1].bn2.running_var, source.layer4[1].bn2.running_var)
 
@@ -123,3 +124,13 @@ def test_build_model_follows_config_and_runs_channels_last_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         g, f = model(x)
     assert g.shape == f.shape == (2, 512) and torch.isfinite(f.float()).all()
+
+
+def test_synthetic_pretraining_weights_are_not_reported_as_imagenet(tmp_path, net):
+    from pirid_lite.model import PRETRAINING_KEY
+    torch.save({"model": net.state_dict(), PRETRAINING_KEY: "supervised on synthetic-small-seed1"},
+               tmp_path / "source.pt")
+    model = ReIDNet("resnet18", pretrained=tmp_path / "source.pt")
+    assert model.weights_loaded and not model.imagenet_weights
+    assert "supervised on synthetic-small-seed1" in model.weights_source
+    assert torch.equal(model.backbone.conv1.weight, net.backbone.conv1.weight)
