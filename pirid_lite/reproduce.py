@@ -29,6 +29,7 @@ TEMPERATURE_PROBE = 0.05
 # separate people? A person-ID-supervised prior is stronger than ImageNet's; read it as such.
 SOURCE_GENERATOR_SEED = 1
 SOURCE_WEIGHTS = "source-weights"  # placeholder in an experiment's overrides, resolved by source_weights()
+TRANSFER_METRICS = "target_metrics.json"  # the source model on the target benchmark, before ICS training
 
 
 @dataclass(frozen=True)
@@ -70,25 +71,32 @@ def plan(seeds: int = 3) -> list[Experiment]:
 
 
 def source_weights(results_root: str | Path, dataset_name: str = "small", profile: str = "cpu") -> Path:
-    """The stand-in for ImageNet weights (see ``SOURCE_GENERATOR_SEED``): trained on first use, then reused.
+    """The stand-in for ImageNet weights (see ``SOURCE_GENERATOR_SEED``): trained on first use, then reused;
+    also writes how the source model scores on the target benchmark as it is (``TRANSFER_METRICS``).
 
     The source run's config, log and metrics stay under ``results/pretrain/`` for provenance; the weights
     file (model state dict plus a note of its origin, which marks the run as not ImageNet-initialised)
     sits beside them and is not committed (regenerated in a few minutes)."""
     from . import datasets
-    from .model import PRETRAINING_KEY
+    from .evaluate import evaluate_model
+    from .model import PRETRAINING_KEY, build_model
     from .trainer import CHECKPOINT, Trainer
 
     source = datasets.load(dataset_name, seed=SOURCE_GENERATOR_SEED, verbose=False)
     out = run_dir(Path(results_root) / "pretrain", source.name, profile, "supervised", 0)
     weights = out / "weights.pt"
-    if weights.exists():
-        return weights
-    Trainer(get_config(profile, variant="supervised", seed=0), source, out, progress=False, log=lambda _: None).fit()
-    checkpoint = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
-    origin = f"supervised on {source.name} ({profile} profile, seed 0), run {out.as_posix()}"
-    atomic_torch_save({"model": checkpoint["model"], PRETRAINING_KEY: origin}, weights)
-    (out / CHECKPOINT).unlink()
+    if not weights.exists():
+        Trainer(get_config(profile, variant="supervised", seed=0), source, out, progress=False,
+                log=lambda _: None).fit()
+        checkpoint = torch.load(out / CHECKPOINT, map_location="cpu", weights_only=False)
+        origin = f"supervised on {source.name} ({profile} profile, seed 0), run {out.as_posix()}"
+        atomic_torch_save({"model": checkpoint["model"], PRETRAINING_KEY: origin}, weights)
+        (out / CHECKPOINT).unlink()
+    if not (out / TRANSFER_METRICS).exists():  # the floor of the group: the source model, before any ICS step
+        cfg = get_config(profile, pretrained=str(weights))
+        target = datasets.load(dataset_name, verbose=False)
+        atomic_write_json(out / TRANSFER_METRICS, {"dataset": target.name, "profile": profile,
+                                                   "metrics": evaluate_model(build_model(cfg), target, cfg)})
     return weights
 
 

@@ -130,6 +130,8 @@ def test_source_weights_are_trained_once_and_marked_as_not_imagenet(tmp_path):
 
     weights = source_weights(tmp_path, dataset_name="tiny", profile="test")
     assert weights.is_file() and not (weights.parent / CHECKPOINT).exists()   # only the weights are kept
+    transfer = json.loads((weights.parent / "target_metrics.json").read_text())
+    assert transfer["dataset"] == "synthetic-tiny" and 0 <= transfer["metrics"]["mAP"] <= 100
     assert json.loads((weights.parent / METRICS).read_text())["provenance"]["dataset"] == "synthetic-tiny-seed1"
     stamp = weights.stat().st_mtime_ns
     assert source_weights(tmp_path, dataset_name="tiny", profile="test") == weights
