@@ -67,6 +67,9 @@ def plan(seeds: int = 3) -> list[Experiment]:
     for seed in range(seeds):
         runs += [Experiment("pretrained", variant, seed, "source-pretrained", {"pretrained": SOURCE_WEIGHTS})
                  for variant in ("pirid-1", "pirid", "oracle-prototypes")]
+    for seed in range(seeds):  # with this init the cannot-link constraint changes the prototypes most (FINDINGS)
+        runs.append(Experiment("pretrained", "pirid", seed, "source-pretrained+cannot-link",
+                               {"pretrained": SOURCE_WEIGHTS, "cannot_link": True}))
     return runs
 
 
