@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from .config import get_config
-from .results import METRIC_COLUMNS, load_runs, mean_std, run_dir, summarize, table1, table2
+from .results import METRIC_COLUMNS, VARIANT_ORDER, load_runs, mean_std, run_dir, summarize, table1, table2
 from .utils import atomic_torch_save, atomic_write_json, atomic_write_text
 
 GROUPS = ("table2", "metric", "cannot-link", "sampling", "eps", "temperature", "pipeline", "pretrained")
@@ -155,6 +155,9 @@ def write_tables(results_root: str | Path, dataset: str, profile: str, out_dir: 
     t1 = table1(runs, dataset_label=dataset)
     t2 = mean_std(table2(runs))
     by_tag = mean_std(summarize(runs[(runs["variant"] == "pirid") | (runs["tag"] != "")]))
+    rank = {variant: i for i, variant in enumerate(VARIANT_ORDER)}
+    by_tag = by_tag.sort_values(["variant", "tag"], key=lambda col: col.map(rank) if col.name == "variant" else col,
+                                kind="stable").reset_index(drop=True)
     for name, table in (("table1", t1), ("table2", t2), ("pirid_settings", by_tag)):
         atomic_write_text(out / f"{name}.md", table.to_markdown(index=False, missingval="–") + "\n")
         atomic_write_text(out / f"{name}.tex", table.to_latex(index=False, na_rep="--"))
