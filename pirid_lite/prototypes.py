@@ -295,3 +295,19 @@ def prototype_quality(assignment: torch.Tensor | np.ndarray, true_identity_per_i
     return {"purity": float(purity), "pairwise_precision": float(precision), "pairwise_recall": float(recall),
             "pairwise_f": float(f_score), "num_prototypes": int(len(np.unique(assignment[clustered]))),
             "num_true_identities": int(len(np.unique(truth))), "noise_share": float(1.0 - clustered.mean())}
+
+
+def eps_sweep(memory_features: torch.Tensor, label_camera, true_identity_per_id: np.ndarray, eps_values,
+              metrics=("cosine", "jaccard"), cannot_link: bool = False, min_samples: int = 2):
+    """Prototype quality (:func:`prototype_quality`) of §2.3's clustering over a grid of eps, per distance:
+    a pandas DataFrame with one row per (metric, eps). Diagnostics only (reads the hidden truth)."""
+    import pandas as pd
+
+    rows = []
+    for metric in metrics:
+        for eps in eps_values:
+            protos = form_prototypes(memory_features, label_camera, eps=float(eps), min_samples=min_samples,
+                                     metric=metric, cannot_link=cannot_link)
+            rows.append({"metric": metric, "eps": float(eps), "cannot_link": cannot_link,
+                         **prototype_quality(protos.assignment, true_identity_per_id)})
+    return pd.DataFrame(rows)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from pirid_lite.prototypes import (cosine_distance, form_prototypes, jaccard_distance, prototype_quality,
-                                   prototypes_from_groups)
+                                   eps_sweep, prototypes_from_groups)
 
 
 def naive_jaccard(x: np.ndarray, k1: int, k2: int) -> np.ndarray:
@@ -159,3 +159,17 @@ def test_prototype_quality_hand_example():
     assert quality["pairwise_f"] == pytest.approx(2 * 0.5 * 0.4 / 0.9)
     assert quality["num_prototypes"] == 2 and quality["num_true_identities"] == 3
     assert quality["noise_share"] == pytest.approx(2 / 7)
+
+
+def test_eps_sweep_rows_follow_the_clustering_of_each_eps():
+    # IDs at angles 0, 0.05 (person 0, cameras 0/1) and 0.5, 0.55 (person 1, cameras 0/1): cosine distances
+    # 1 - cos(0.05) ≈ 0.0012 within a person and ≥ 1 - cos(0.45) ≈ 0.0996 across people.
+    features = arc([0.0, 0.05, 0.5, 0.55])
+    truth = np.array([0, 0, 1, 1])
+    sweep = eps_sweep(features, torch.tensor([0, 1, 0, 1]), truth, [0.0005, 0.01, 0.5], metrics=("cosine",))
+    assert list(sweep["eps"]) == [0.0005, 0.01, 0.5] and set(sweep["metric"]) == {"cosine"}
+    assert list(sweep["num_prototypes"]) == [0, 2, 1]          # all noise, the two people, one blob
+    assert list(sweep["noise_share"]) == [1.0, 0.0, 0.0]
+    assert list(sweep["pairwise_f"].round(3))[1:] == [1.0, round(2 * (2 / 6) / (1 + 2 / 6), 3)]
+    linked = eps_sweep(features, torch.tensor([0, 1, 0, 1]), truth, [0.5], metrics=("cosine",), cannot_link=True)
+    assert linked["num_prototypes"].item() == 2 and linked["pairwise_f"].item() == 1.0  # the blob split by camera
