@@ -36,7 +36,7 @@ test-fast: $(STAMP)  ## unit tests only
 lab: $(STAMP)  ## open the notebooks in JupyterLab
 	$(VENV)/bin/jupyter lab notebooks
 
-reproduce: $(STAMP)  ## regenerate every number of Tables 1-2 and results/FINDINGS.md (57 runs, about 75 min on 2 cores: two single-threaded shards)
+reproduce: $(STAMP)  ## regenerate every number of Tables 1-2 and results/FINDINGS.md (60 runs, about 80 min on 2 cores: two single-threaded shards)
 	$(PY) -m pirid_lite reproduce --out results --prepare  # benchmark + source weights, before the shards read them
 	$(PY) -m pirid_lite reproduce --out results --shard 0/2 --threads 1 & $(PY) -m pirid_lite reproduce --out results --shard 1/2 --threads 1; wait
 	$(PY) -m pirid_lite reproduce --out results

@@ -30,6 +30,10 @@ TEMPERATURE_PROBE = 0.05
 SOURCE_GENERATOR_SEED = 1
 SOURCE_WEIGHTS = "source-weights"  # placeholder in an experiment's overrides, resolved by source_weights()
 TRANSFER_METRICS = "target_metrics.json"  # the source model on the target benchmark, before ICS training
+# An oracle-chosen eps (diagnostic): the Jaccard eps with the best pairwise F against the hidden *training*
+# identities on the final memory bank of pirid-1 (seed 0) from that start — notebook 3's last sweep. It asks
+# whether the best prototypes DBSCAN can give at all close the gap to oracle-prototypes.
+PRETRAINED_BEST_EPS = 0.35
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,9 @@ def plan(seeds: int = 3) -> list[Experiment]:
     for seed in range(seeds):  # with this init the cannot-link constraint changes the prototypes most (FINDINGS)
         runs.append(Experiment("pretrained", "pirid", seed, "source-pretrained+cannot-link",
                                {"pretrained": SOURCE_WEIGHTS, "cannot_link": True}))
+    for seed in range(seeds):  # eps with the best pairwise F on the pirid-1 bank of this start (notebook 3):
+        runs.append(Experiment("pretrained", "pirid", seed, f"source-pretrained+eps{PRETRAINED_BEST_EPS}",
+                               {"pretrained": SOURCE_WEIGHTS, "dbscan_eps": PRETRAINED_BEST_EPS}))
     return runs
 
 
