@@ -61,22 +61,19 @@ def plan(seeds: int = 3) -> list[Experiment]:
     for seed in range(seeds):
         runs += [Experiment("eps", "pirid", seed, f"eps{eps}", {"dbscan_eps": eps}) for eps in EPS_SWEEP]
         runs.append(Experiment("sampling", "pirid", seed, "proto-sampling", {"stage2_sampling": "prototype"}))
-    for seed in range(seeds):
+    for seed in range(seeds):  # diagnostics (FINDINGS §2-4), not settings of the method
         runs += [Experiment("temperature", variant, seed, f"tau{TEMPERATURE_PROBE}",
                             {"temperature": TEMPERATURE_PROBE}) for variant in ("pirid-1", "pirid")]
-    # the GPU fast path's batched tensor augmentation, run on the CPU: same results as the DataLoader path?
-    for seed in range(seeds):
+        # the GPU fast path's batched tensor augmentation, run on the CPU: same results as the DataLoader path?
         runs += [Experiment("pipeline", variant, seed, "tensor-pipeline", {"input_pipeline": "tensor"})
                  for variant in ("pirid", "supervised")]
-    for seed in range(seeds):
-        runs += [Experiment("pretrained", variant, seed, "source-pretrained", {"pretrained": SOURCE_WEIGHTS})
+        pretrained = {"pretrained": SOURCE_WEIGHTS}
+        runs += [Experiment("pretrained", variant, seed, "source-pretrained", pretrained)
                  for variant in ("pirid-1", "pirid", "oracle-prototypes")]
-    for seed in range(seeds):  # with this init the cannot-link constraint changes the prototypes most (FINDINGS)
-        runs.append(Experiment("pretrained", "pirid", seed, "source-pretrained+cannot-link",
-                               {"pretrained": SOURCE_WEIGHTS, "cannot_link": True}))
-    for seed in range(seeds):  # eps with the best pairwise F on the pirid-1 bank of this start (notebook 3):
-        runs.append(Experiment("pretrained", "pirid", seed, f"source-pretrained+eps{PRETRAINED_BEST_EPS}",
-                               {"pretrained": SOURCE_WEIGHTS, "dbscan_eps": PRETRAINED_BEST_EPS}))
+        runs += [Experiment("pretrained", "pirid", seed, "source-pretrained+cannot-link",
+                            {**pretrained, "cannot_link": True}),
+                 Experiment("pretrained", "pirid", seed, f"source-pretrained+eps{PRETRAINED_BEST_EPS}",
+                            {**pretrained, "dbscan_eps": PRETRAINED_BEST_EPS})]
     return runs
 
 
