@@ -14,6 +14,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import UserError
+
 VARIANTS = ("pirid", "pirid-1", "pirid-2", "supervised", "oracle-prototypes")
 ICS_VARIANTS = ("pirid", "pirid-1", "pirid-2")  # never read the hidden cross-camera truth
 PROFILES = ("paper", "cpu", "test")
@@ -95,7 +97,7 @@ class PiridConfig:
     def validate(self) -> None:
         def check(ok: bool, message: str) -> None:
             if not ok:
-                raise ValueError(f"invalid PiridConfig: {message}")
+                raise UserError(f"invalid PiridConfig: {message}")
 
         check(self.variant in VARIANTS, f"variant={self.variant!r}, expected one of {VARIANTS}")
         check(self.profile in PROFILES, f"profile={self.profile!r}, expected one of {PROFILES}")
@@ -108,7 +110,8 @@ class PiridConfig:
         check(self.temperature > 0, f"temperature={self.temperature}, expected τ > 0")
         check(self.dbscan_eps > 0, f"dbscan_eps={self.dbscan_eps}, expected > 0")
         check(self.dbscan_min_samples >= 1, f"dbscan_min_samples={self.dbscan_min_samples}, expected >= 1")
-        check(self.epochs >= 1 and 0 <= self.stage1_epochs <= self.epochs,
+        check(self.epochs >= 1, f"epochs={self.epochs}, expected >= 1")
+        check(0 <= self.stage1_epochs <= self.epochs,
               f"epochs={self.epochs}, stage1_epochs={self.stage1_epochs}: need 0 <= stage1_epochs <= epochs")
         check(self.num_ids_per_batch >= 2 and self.num_instances >= 1,
               f"P={self.num_ids_per_batch}, K={self.num_instances}: need P >= 2 and K >= 1")
@@ -143,7 +146,7 @@ class PiridConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"unknown PiridConfig fields {unknown}; known fields: {sorted(known)}")
+            raise UserError(f"unknown PiridConfig fields {unknown}; known fields: {sorted(known)}")
         return cls(**data)
 
 
@@ -166,5 +169,5 @@ _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
 def get_config(profile: str = "paper", **overrides: Any) -> PiridConfig:
     """The config of a profile (``paper``, ``cpu`` or ``test``) with optional field overrides."""
     if profile not in _PROFILE_OVERRIDES:
-        raise ValueError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+        raise UserError(f"unknown profile {profile!r}; expected one of {PROFILES}")
     return PiridConfig(**{**_PROFILE_OVERRIDES[profile], **overrides})
