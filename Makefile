@@ -7,6 +7,8 @@ VENV             := .venv
 PY               := $(VENV)/bin/python
 STAMP            := $(VENV)/.synced
 SEED             ?= 0
+LAB_IP           ?= 127.0.0.1
+LAB_PORT         ?= 8888
 
 .PHONY: help env demo test test-fast notebooks lab reproduce benchmarks lint clean
 
@@ -33,8 +35,13 @@ test: $(STAMP)  ## unit tests, benchmark smoke runs and every notebook under nbv
 test-fast: $(STAMP)  ## unit tests only
 	$(PY) -m pytest tests -q -m "not slow"
 
-lab: $(STAMP)  ## open the notebooks in JupyterLab
-	$(VENV)/bin/jupyter lab notebooks
+lab: $(STAMP)  ## open the notebooks in JupyterLab (prints the URL; LAB_IP=0.0.0.0 / LAB_PORT=... to change; root adds --allow-root)
+	@token=$$($(PY) -c 'import secrets; print(secrets.token_hex(24))') && [ -n "$$token" ] || exit 1; \
+	host=$(LAB_IP); [ "$$host" = 0.0.0.0 ] && host=127.0.0.1; \
+	root=; [ "$$(id -u)" = 0 ] && root=--allow-root; \
+	echo ""; echo "  JupyterLab: open http://$$host:$(LAB_PORT)/lab?token=$$token   (Ctrl-C to stop)"; echo ""; \
+	exec $(VENV)/bin/jupyter lab --no-browser $$root --ServerApp.ip=$(LAB_IP) --ServerApp.port=$(LAB_PORT) \
+	  --ServerApp.port_retries=0 --IdentityProvider.token=$$token --ServerApp.root_dir=notebooks
 
 reproduce: $(STAMP)  ## regenerate every number of Tables 1-2 and results/FINDINGS.md (60 runs, about 80 min on 2 cores: two single-threaded shards)
 	$(PY) -m pirid_lite reproduce --out results --prepare  # benchmark + source weights, before the shards read them

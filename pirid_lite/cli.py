@@ -3,31 +3,92 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import json
+import math
+import os
+import shlex
 import sys
 import time
+import typing
 from pathlib import Path
 
 from .config import PROFILES, VARIANTS, PiridConfig, get_config
+from .errors import UserError, user_error_from
+
+DEBUG_ENV = "PIRID_DEBUG"  # PIRID_DEBUG=1 acts like --debug
+EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
+_FLAG_FIELDS = {"variant": "--variant", "profile": "--profile", "seed": "--seed", "device": "--device"}
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+_TYPE_NAMES = {bool: "bool (true/false/yes/no/1/0)", int: "int", float: "float", str: "string"}
 
 
-def _parse_override(text: str) -> tuple[str, object]:
+def _parse_override(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def _type_name(hint, article: bool = True) -> str:
+    """How ``--set`` messages name a field type: "a float", "an int or none", "a tuple of ints such as 20,40"."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        return _type_name(next(a for a in args if a is not type(None)), article) + " or none"
+    if typing.get_origin(hint) is tuple:
+        return ("a " if article else "") + f"tuple of {_type_name(args[0], article=False)}s such as 20,40"
+    if typing.get_origin(hint) is dict:
+        return ("a " if article else "") + "dict such as {'key': 1}"
+    name = _TYPE_NAMES[hint]
+    return (("an " if name[0] in "aeiou" else "a ") if article else "") + name
+
+
+def _convert(hint, text: str):
+    """``text`` as a value of type ``hint``; ValueError or SyntaxError when it does not parse as one."""
+    args = typing.get_args(hint)
+    if type(None) in args:  # an optional field
+        if text.lower() in ("none", "null"):
+            return None
+        return _convert(next(a for a in args if a is not type(None)), text)
+    if hint is bool:
+        if text.lower() not in _TRUE + _FALSE:
+            raise ValueError(text)
+        return text.lower() in _TRUE
+    if hint is float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(text)
+        return value
+    if hint in (int, str):
+        return hint(text)
+    if typing.get_origin(hint) is tuple:  # 20,40 | (20,40) | [20, 40] | 20 | ()
+        parts = [part.strip() for part in text.strip("()[] ").split(",")]
+        return tuple(_convert(args[0], part) for part in parts if part)
+    if typing.get_origin(hint) is dict:
+        value = ast.literal_eval(text)
+        if not isinstance(value, dict):
+            raise ValueError(text)
+        return value
+    raise TypeError(f"--set has no parser for fields of type {hint}")  # a new field type: extend _convert
+
+
+def parse_field_value(key: str, text: str) -> object:
+    """``--set KEY=TEXT``: ``TEXT`` converted to the type of PiridConfig field ``KEY`` (UserError if not)."""
+    hints = typing.get_type_hints(PiridConfig)
+    if key in _FLAG_FIELDS:
+        raise UserError(f"--set {key}: set it with {_FLAG_FIELDS[key]} instead")
+    if key not in hints:
+        close = difflib.get_close_matches(key, hints, n=1)
+        raise UserError(f"--set {key}: unknown config field; " +
+                        (f"did you mean {close[0]!r}?" if close else f"known fields: {', '.join(sorted(hints))}"))
     try:
-        parsed = ast.literal_eval(value)
+        return _convert(hints[key], text)
     except (ValueError, SyntaxError):
-        parsed = value  # plain strings such as cosine
-    return key.strip(), parsed
+        raise UserError(f"--set {key} expects {_type_name(hints[key])}, got {text!r}") from None
 
 
 def _config_from_args(args: argparse.Namespace) -> PiridConfig:
-    overrides = dict(args.set or [])
-    known = set(PiridConfig.__dataclass_fields__)
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise SystemExit(f"error: --set got unknown config field(s) {unknown}; known: {sorted(known)}")
+    overrides = {key: parse_field_value(key, text) for key, text in args.set or []}
     return get_config(args.profile, variant=args.variant, seed=args.seed, device=args.device, **overrides)
 
 
@@ -45,34 +106,39 @@ def _load_dataset(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _config_from_args(args)  # first: a bad --set fails before torch is imported
     from .results import run_dir
-    from .trainer import Trainer
+    from .trainer import CHECKPOINT, Trainer
+    from .utils import resolve_device
 
-    cfg = _config_from_args(args)
+    resolve_device(cfg.device)  # a bad --device fails before the dataset is read
     dataset = _load_dataset(args)
     out = Path(args.out) if args.out else run_dir("results", dataset.name, cfg.profile, cfg.variant, cfg.seed)
-    result = Trainer(cfg, dataset, out, progress=not args.no_progress).fit(resume=args.resume)
+    try:
+        result = Trainer(cfg, dataset, out, progress=not args.no_progress).fit(resume=args.resume)
+    except KeyboardInterrupt:
+        if args.debug or not (out / CHECKPOINT).exists():
+            raise
+        argv = args.argv + ([] if "--resume" in args.argv else ["--resume"])
+        print(f"interrupted; resume with: {shlex.join(['python', '-m', 'pirid_lite', *argv])}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(json.dumps(result["metrics"], indent=2))
     print(f"run written to {out}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    path = Path(args.checkpoint)
-    if not path.is_file():
-        raise SystemExit(f"error: checkpoint {path} does not exist (expected a checkpoint.pt written by `train`)")
-    import torch
-
     from .evaluate import evaluate_model
     from .model import build_model
+    from .trainer import checkpoint_config, load_weights, read_checkpoint
     from .utils import resolve_device
 
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if "model" not in state or "config" not in state:
-        raise SystemExit(f"error: {path} is not a pirid_lite checkpoint (missing 'model'/'config' entries)")
-    cfg = PiridConfig.from_dict({**state["config"], "pretrained": None, "device": args.device})
-    model = build_model(cfg)
-    model.load_state_dict(state["model"])
+    path = Path(args.checkpoint)
+    state = read_checkpoint(path)
+    cfg = checkpoint_config(state, path).replace(pretrained=None, device=args.device)
+    with user_error_from(ValueError, FileNotFoundError, prefix=f"{path}: "):
+        model = build_model(cfg)
+    load_weights(model, state["model"], path, cfg.arch)
     device = resolve_device(args.device)
     metrics = evaluate_model(model.to(device), _load_dataset(args), cfg.replace(eval_flip=args.flip), device)
     print(json.dumps(metrics, indent=2))
@@ -84,6 +150,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from .datasets.synthetic import ensure_generated
     from .viz import camera_sample_grid
 
+    if args.preset not in datasets.SYNTHETIC_PRESET_NAMES:
+        raise UserError(f"--preset {args.preset!r}: unknown synthetic preset; expected one of "
+                        f"{', '.join(datasets.SYNTHETIC_PRESET_NAMES)}")
     started = time.perf_counter()
     root = ensure_generated(args.preset, seed=args.seed, root=args.root)
     print(f"synthetic '{args.preset}' benchmark (seed {args.seed}) at {root} "
@@ -126,19 +195,22 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.prepare:  # what every shard reads, made once before the shards start (no two writers)
         from . import datasets
-        from .reproduce import source_weights
         datasets.load("small", verbose=False)
-        print(f"source weights for the 'pretrained' group: {source_weights(args.out)}")
         return 0
     reproduce(results_root=args.out, only=args.only, force=args.force, seeds=args.seeds, shard=args.shard)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    debug_help = f"show the traceback of an error instead of one line (or set {DEBUG_ENV}=1)"
     parser = argparse.ArgumentParser(prog="python -m pirid_lite", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help=debug_help)
+    common = argparse.ArgumentParser(add_help=False)  # --debug after the command too; SUPPRESS keeps the above
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train one variant and evaluate it")
+    train = sub.add_parser("train", parents=[common],
+                           help="train one variant and evaluate it")
     _add_dataset_args(train)
     train.add_argument("--variant", choices=VARIANTS, default="pirid",
                        help="pirid (full) | pirid-1 (L_intra only) | pirid-2 (no triplet) | supervised | "
@@ -155,45 +227,65 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     train.set_defaults(func=cmd_train)
 
-    evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint (Market-1501 protocol)")
+    evaluate = sub.add_parser("evaluate", parents=[common],
+                              help="evaluate a checkpoint (Market-1501 protocol)")
     evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt of a run")
     _add_dataset_args(evaluate)
     evaluate.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
     evaluate.add_argument("--flip", action="store_true", help="average features of the image and its mirror")
     evaluate.set_defaults(func=cmd_evaluate)
 
-    generate = sub.add_parser("generate", help="generate a synthetic benchmark preset and print its summary")
+    generate = sub.add_parser("generate", parents=[common],
+                              help="generate a synthetic benchmark preset and print its summary")
     generate.add_argument("--preset", default="small", help="tiny | small | market (default small)")
     generate.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     generate.add_argument("--root", default=None, help="output folder (default data/synthetic/<preset>-seed<N>)")
     generate.add_argument("--grid", default=None, help="also save a PNG grid of sample images per camera here")
     generate.set_defaults(func=cmd_generate)
 
-    demo = sub.add_parser("demo", help="what `make demo` runs: small benchmark, PIRID, cpu profile")
+    demo = sub.add_parser("demo", parents=[common],
+                          help="what `make demo` runs: small benchmark, PIRID, cpu profile")
     demo.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     demo.add_argument("--out", default="results",
                       help="results root (default results); the run goes to <out>/demo/runs/...")
     demo.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     demo.set_defaults(func=cmd_demo)
 
-    rep = sub.add_parser("reproduce", help="run every experiment behind Tables 1-2 and FINDINGS.md")
+    rep = sub.add_parser("reproduce", parents=[common],
+                         help="run every experiment behind Tables 1-2 and FINDINGS.md")
     rep.add_argument("--out", default="results", help="results root (default results)")
     rep.add_argument("--only", default=None, help="comma-separated experiment groups to run (default all)")
-    rep.add_argument("--seeds", type=int, default=3, help="seeds per variant (default 3)")
+    rep.add_argument("--seeds", type=int, default=5, help="Table 2 seeds per variant (default 5)")
     rep.add_argument("--force", action="store_true", help="re-run experiments whose metrics.json exists")
     rep.add_argument("--shard", default=None, metavar="I/N",
                      help="run every N-th experiment starting at I (run N such processes in parallel)")
     rep.add_argument("--threads", type=int, default=None, help="torch threads of this process (default: torch's)")
     rep.add_argument("--prepare", action="store_true",
-                     help="only generate the benchmark and train the 'pretrained' group's source model, then exit "
+                     help="only generate the benchmark, then exit "
                           "(make reproduce runs this before its parallel shards)")
     rep.set_defaults(func=cmd_reproduce)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command. A :class:`UserError` is printed as one ``error: …`` line on stderr and returns 2
+    (``--debug`` or ``PIRID_DEBUG=1`` re-raises it with its traceback); any other exception is a bug and
+    raises."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    args.debug = args.debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        return args.func(args)
+    except UserError as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -13,14 +13,21 @@ from torchvision.transforms import v2
 from tqdm import tqdm
 
 from .datasets.base import TestItem, TrainItem
+from .errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 Item = TrainItem | TestItem
 
 
-class UnreadableImageError(OSError):
-    """An image file is missing, truncated or not an image."""
+class UnreadableImageError(UserError, OSError):
+    """An image file is missing, truncated or not an image (the message names the file)."""
+
+    def __init__(self, message: str) -> None:
+        # a DataLoader worker's error is re-raised as this type with the worker's whole traceback as the
+        # message; its last line is the original "…UnreadableImageError: cannot read image <path>: …"
+        last = message.strip().splitlines()[-1] if message.strip() else message
+        super().__init__(last.split("UnreadableImageError: ", 1)[-1])
 
 
 def read_image(path: str) -> Image.Image:
@@ -89,8 +96,8 @@ class PKSampler(Sampler[int]):
         self.order = valid[np.argsort(labels[valid], kind="stable")]  # image indices grouped by label
         _, self.starts, self.counts = np.unique(labels[self.order], return_index=True, return_counts=True)
         if len(self.counts) < num_ids_per_batch:
-            raise ValueError(f"PKSampler needs at least P={num_ids_per_batch} distinct labels >= 0, "
-                             f"got {len(self.counts)}")
+            raise UserError(f"PKSampler needs at least P={num_ids_per_batch} distinct labels >= 0 "
+                            f"(num_ids_per_batch), got {len(self.counts)}")
         self.p, self.k, self.seed, self.epoch = num_ids_per_batch, num_instances, seed, 0
         self.num_batches = num_batches if num_batches is not None else max(1, len(labels) // (self.p * self.k))
 

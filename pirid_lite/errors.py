@@ -23,7 +23,8 @@ class NonFiniteLossError(UserError):
 
 @contextmanager
 def user_error_from(*types: type[BaseException], prefix: str = "") -> Iterator[None]:
-    """Re-raise ``types`` raised inside the block as :class:`UserError` (``prefix`` + their message).
+    """Re-raise ``types`` raised inside the block as :class:`UserError` (``prefix`` + their message on one
+    line).
 
     For calls into code that reports bad input with plain ``ValueError``/``FileNotFoundError``; keep the
     block to that one call, so that a bug elsewhere still raises as itself.
@@ -33,4 +34,5 @@ def user_error_from(*types: type[BaseException], prefix: str = "") -> Iterator[N
     except UserError:
         raise
     except types as error:
-        raise UserError(f"{prefix}{error}") from error
+        message = " ".join(str(error).split())  # one line: torch lists mismatched keys over many
+        raise UserError(prefix + (message if len(message) <= 400 else message[:400] + "…")) from error

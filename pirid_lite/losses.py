@@ -5,6 +5,8 @@ synchronisation, so a CUDA training step does not stall on them.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 
@@ -49,14 +51,20 @@ def pairwise_euclidean(x: torch.Tensor) -> torch.Tensor:
     return d2.clamp(min=1e-12).sqrt()
 
 
-def batch_hard_triplet_loss(g: torch.Tensor, labels: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
-    """Eq. 5, batch-hard triplet loss (Hermans et al. 2017) on the GAP features g(x), Euclidean distance.
+class BatchHardPairs(NamedTuple):
+    """The hardest positive and negative of every anchor of a batch (Eq. 5); see :func:`batch_hard_pairs`."""
 
-    For every anchor with label ≥ 0: hardest positive = farthest other image of its label, hardest
-    negative = closest image of another label ≥ 0; loss = mean over anchors of [m + d_ap − d_an]_+ (the
-    hinge of Hermans et al., which Eq. 5 leaves implicit). Labels < 0 (noise IDs) are excluded entirely;
-    anchors with no positive or no negative in the batch are skipped; 0 with graph if no anchor remains.
-    """
+    positive_distance: torch.Tensor  # (B,) d(a, hardest positive); 0 where there is no positive
+    positive_index: torch.Tensor     # (B,) its index in the batch; meaningful only where ``anchors``
+    negative_distance: torch.Tensor  # (B,) d(a, hardest negative); inf where there is no negative
+    negative_index: torch.Tensor     # (B,) its index in the batch; meaningful only where ``anchors``
+    anchors: torch.Tensor            # (B,) bool: label ≥ 0 with at least one positive and one negative
+
+
+def batch_hard_pairs(g: torch.Tensor, labels: torch.Tensor) -> BatchHardPairs:
+    """Batch-hard mining of Eq. 5 (Hermans et al. 2017) on Euclidean distances of ``g``: for every image
+    with label ≥ 0, its farthest other image of the same label and its closest image of another label ≥ 0.
+    Used by :func:`batch_hard_triplet_loss`; exposed so the notebooks can show who the hard pairs are."""
     if g.dim() != 2 or labels.shape != g.shape[:1]:
         raise ValueError(f"batch_hard_triplet_loss: g {tuple(g.shape)} must be (B, d) and labels (B,), "
                          f"got {tuple(labels.shape)}")
@@ -67,12 +75,26 @@ def batch_hard_triplet_loss(g: torch.Tensor, labels: torch.Tensor, margin: float
     eye = torch.eye(len(labels), dtype=torch.bool, device=g.device)
     positive = same & both_valid & ~eye
     negative = ~same & both_valid
-    hardest_positive = dist.masked_fill(~positive, 0.0).amax(1)  # distances are > 0, so 0 never wins
-    hardest_negative = dist.masked_fill(~negative, float("inf")).amin(1)
-    anchors = valid & positive.any(1) & negative.any(1)
-    hinge = F.relu(margin + hardest_positive - hardest_negative)
-    hinge = torch.where(anchors, hinge, torch.zeros_like(hinge))
-    return hinge.sum() / anchors.sum().clamp(min=1)  # torch.where keeps the graph: 0 with grad if none
+    positive_dist = dist.masked_fill(~positive, 0.0)  # distances are > 0, so 0 never wins
+    negative_dist = dist.masked_fill(~negative, float("inf"))
+    return BatchHardPairs(positive_dist.amax(1), positive_dist.detach().argmax(1),
+                          negative_dist.amin(1), negative_dist.detach().argmin(1),
+                          valid & positive.any(1) & negative.any(1))
+
+
+def batch_hard_triplet_loss(g: torch.Tensor, labels: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
+    """Eq. 5, batch-hard triplet loss (Hermans et al. 2017) on the GAP features g(x), Euclidean distance.
+
+    For every anchor with label ≥ 0: hardest positive = farthest other image of its label, hardest
+    negative = closest image of another label ≥ 0 (:func:`batch_hard_pairs`); loss = mean over anchors of
+    [m + d_ap − d_an]_+ (the hinge of Hermans et al., which Eq. 5 leaves implicit). Labels < 0 (noise IDs)
+    are excluded entirely; anchors with no positive or no negative in the batch are skipped; 0 with graph
+    if no anchor remains.
+    """
+    pairs = batch_hard_pairs(g, labels)
+    hinge = F.relu(margin + pairs.positive_distance - pairs.negative_distance)
+    hinge = torch.where(pairs.anchors, hinge, torch.zeros_like(hinge))
+    return hinge.sum() / pairs.anchors.sum().clamp(min=1)  # torch.where keeps the graph: 0 with grad if none
 
 
 def total_loss(intra: torch.Tensor, inter_id: torch.Tensor | None = None,

@@ -56,3 +56,40 @@ def settings(gpu_profile: str = "cpu") -> NotebookSettings:
     return NotebookSettings(mode=mode, dataset=os.environ.get("PIRID_DATASET", "small"),
                             data_root=os.environ.get("PIRID_DATA_ROOT"), profile=profile,
                             results_root=REPO_ROOT / "results", scratch_root=scratch)
+
+
+# --------------------------------------------------------------------------- widgets
+def live_frontend() -> bool:
+    """True in a kernel that a Jupyter server started for an open notebook (JupyterLab, Notebook): the
+    server sets ``JPY_SESSION_NAME`` for it, while nbval, nbconvert and plain Python do not.
+    ``PIRID_WIDGETS=1``/``0`` forces it; ``PIRID_NOTEBOOK_MODE=test`` (nbval) always gives False."""
+    forced = os.environ.get("PIRID_WIDGETS")
+    if forced in ("0", "1"):
+        return forced == "1"
+    if os.environ.get("PIRID_NOTEBOOK_MODE") == "test" or not os.environ.get("JPY_SESSION_NAME"):
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
+def show_interactive(draw, **controls):
+    """``draw(**defaults)`` once, or the same view with knobs: ``controls`` are ipywidgets whose ``value``
+    is the default of the ``draw`` argument of that name.
+
+    In a live JupyterLab kernel (:func:`live_frontend`) it displays ``ipywidgets.interactive(draw, ...)``,
+    which draws the default view at once and redraws on every change; elsewhere (nbval, nbconvert, a
+    static render of the saved notebook) it calls ``draw`` with the defaults, so the cell always has a
+    static output. Returns the widget, or None.
+    """
+    if not live_frontend():
+        draw(**{name: control.value for name, control in controls.items()})
+        return None
+    import ipywidgets
+    from IPython.display import display
+
+    widget = ipywidgets.interactive(draw, **controls)
+    display(widget)
+    return widget

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import random
 import time
 import warnings
@@ -31,6 +32,7 @@ from tqdm import tqdm
 
 from . import data as data_lib
 from .config import PiridConfig
+from .errors import NonFiniteLossError, UserError, user_error_from
 from .evaluate import evaluate_model, extract_features
 from .losses import batch_hard_triplet_loss, inter_id_loss, intra_camera_loss, total_loss
 from .memory import IntraCameraMemory, PrototypeMemory
@@ -38,7 +40,7 @@ from .model import build_model
 from .prototypes import Prototypes, form_prototypes, prototype_quality, prototypes_from_groups
 from .tensor_pipeline import TensorTrainLoader
 from .utils import (atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text,
-                    device_description, git_commit, resolve_device, seed_everything)
+                    device_description, git_commit, repo_relative, resolve_device, seed_everything)
 
 CHECKPOINT = "checkpoint.pt"
 LOG = "log.jsonl"
@@ -46,6 +48,58 @@ METRICS = "metrics.json"
 CONFIG = "config.json"
 MEMORY_BANK = "memory_final.pt"
 FEATURES = "features_{stage}.npz"
+LOSS_TERMS = ("L_intra", "L_inter_ID", "L_inter_triplet")  # the first three entries of a step's loss vector
+RESUMABLE_CHANGES = ("epochs", "device")  # config fields --resume may change (device: same run elsewhere)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The state saved in a run's ``checkpoint.pt``; :class:`UserError` if ``path`` is missing or not one."""
+    path = Path(path)
+    expected = f"expected a {CHECKPOINT} written by `python -m pirid_lite train`"
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist ({expected})")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as error:  # whatever unpickling fails with, the file is not a checkpoint
+        reason = " ".join(str(error).split())[:200]
+        raise UserError(f"{path} is not a pirid_lite checkpoint: torch.load failed with {type(error).__name__}"
+                        f" ({reason}); {expected}") from error
+    missing = [key for key in ("epoch", "config", "model") if not isinstance(state, dict) or key not in state]
+    if missing:
+        found = sorted(map(str, state))[:6] if isinstance(state, dict) else type(state).__name__
+        raise UserError(f"{path} is not a pirid_lite run checkpoint: it has no {missing} entries (found {found});"
+                        f" {expected}")
+    return state
+
+
+def checkpoint_config(state: dict[str, Any], path: str | Path) -> PiridConfig:
+    """The PiridConfig a checkpoint was written with (missing fields take today's defaults)."""
+    try:
+        return PiridConfig.from_dict(state["config"])
+    except UserError as error:
+        raise UserError(f"{path}: its config does not load ({error})") from error
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path, arch: str) -> None:
+    """``model.load_state_dict(weights)``, a :class:`UserError` naming the file if they do not fit."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:  # torch lists every missing/unexpected/resized key, over many lines
+        detail = " ".join(str(error).split())
+        raise UserError(f"{path}: its weights do not fit a {arch} model (not a checkpoint of this arch; "
+                        f"{detail[:240]}{'…' if len(detail) > 240 else ''})") from error
+
+
+def config_differences(saved: PiridConfig, current: PiridConfig, ignore=RESUMABLE_CHANGES) -> list[str]:
+    """``"field: checkpoint X, now Y"`` for every field that differs, except those in ``ignore``."""
+    old, new = saved.to_dict(), current.to_dict()
+    return [f"{key}: checkpoint {old[key]!r}, now {new[key]!r}"
+            for key in old if key not in ignore and old[key] != new.get(key)]
+
+
+def _first_nonfinite(kept: torch.Tensor, terms: torch.Tensor) -> torch.Tensor:
+    """``kept`` until a step has a non-finite loss term, then that step's terms; no host sync."""
+    return torch.where(torch.isfinite(kept).all() & ~torch.isfinite(terms).all(), terms, kept)
 
 
 def lr_factor(epoch: int, cfg: PiridConfig) -> float:
@@ -101,11 +155,13 @@ class Trainer:
         self.amp_dtype = torch.bfloat16 if self.use_amp and torch.cuda.is_bf16_supported() else torch.float16
         self.labels = build_label_space(cfg, dataset)
         self.history: list[dict[str, Any]] = []
+        self.saved_epoch: int | None = None  # epochs held by the checkpoint on disk, once this run wrote/read it
 
     # ------------------------------------------------------------------ set-up
     def _build(self) -> None:
         seed_everything(self.cfg.seed)
-        self.model = build_model(self.cfg).to(self.device)
+        with user_error_from(ValueError, FileNotFoundError):  # unsupported arch, bad `pretrained` file
+            self.model = build_model(self.cfg).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         params = [p for p in self.model.parameters() if p.requires_grad]
@@ -130,7 +186,8 @@ class Trainer:
     def _describe(self) -> dict[str, Any]:
         return {
             "variant": self.cfg.variant, "profile": self.cfg.profile, "seed": self.cfg.seed,
-            "dataset": getattr(self.dataset, "name", "?"), "dataset_root": str(getattr(self.dataset, "root", "")),
+            "dataset": getattr(self.dataset, "name", "?"),
+            "dataset_root": repo_relative(getattr(self.dataset, "root", "")),  # no machine path in run records
             "device": device_description(self.device), "git_commit": git_commit(),
             "torch": torch.__version__, "imagenet_weights": self.model.imagenet_weights,
             "weights_source": getattr(self.model, "weights_source", "unknown"),
@@ -200,6 +257,7 @@ class Trainer:
 
         self.model.train()
         sums = torch.zeros(5, device=self.device)  # intra, inter_id, triplet, total, intra-correct
+        first_bad = torch.zeros(3, device=self.device)  # loss terms of the first step with a non-finite one
         seen = 0
         loader, record["sampled_by"] = self._epoch_loader(epoch, proto_labels)
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{self.cfg.epochs} (stage {stage})", leave=False,
@@ -207,7 +265,10 @@ class Trainer:
         for images, _, camids, index in bar:
             step = self._train_step(images, camids, index, proto_labels, proto_memory)
             sums += step.detach()
+            first_bad = _first_nonfinite(first_bad, step[:3])
             seen += len(index)
+        if not torch.isfinite(sums[:4]).all():  # a non-finite step leaves its sum non-finite: one check
+            raise NonFiniteLossError(self._nonfinite_message(epoch, first_bad))
         means = (sums / max(1, len(loader))).tolist()
         record.update(loss_intra=means[0], loss_inter_id=means[1], loss_triplet=means[2], loss_total=means[3],
                       intra_accuracy=sums[4].item() / max(1, seen))
@@ -259,12 +320,16 @@ class Trainer:
 
     def _load_checkpoint(self) -> int:
         path = self.out_dir / CHECKPOINT
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        saved = PiridConfig.from_dict(state["config"])
-        if saved.replace(device=self.cfg.device) != self.cfg.replace(device=self.cfg.device):
-            raise ValueError(f"cannot resume from {path}: it was written with a different config; "
-                             f"use a new --out folder or the same settings")
-        self.model.load_state_dict(state["model"])
+        state = read_checkpoint(path, map_location=self.device)
+        differences = config_differences(checkpoint_config(state, path), self.cfg)
+        if differences:
+            raise UserError(f"cannot resume from {path}: it was written with a different config "
+                            f"({'; '.join(differences)}); only {' and '.join(RESUMABLE_CHANGES)} may change on "
+                            f"resume — use the same settings or a new --out folder")
+        if int(state["epoch"]) + 1 > self.cfg.epochs:
+            raise UserError(f"cannot resume from {path}: it already holds {int(state['epoch']) + 1} epochs, "
+                            f"more than epochs={self.cfg.epochs}")
+        load_weights(self.model, state["model"], path, self.cfg.arch)
         self.memory.load_state_dict(state["memory"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -276,7 +341,8 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.history = list(state["history"])
         self._rewrite_log()
-        return int(state["epoch"]) + 1
+        self.saved_epoch = int(state["epoch"]) + 1
+        return self.saved_epoch
 
     def _rewrite_log(self) -> None:
         atomic_write_text(self.out_dir / LOG, "".join(json.dumps(r) + "\n" for r in self.history))
@@ -311,19 +377,14 @@ class Trainer:
                 self._write_test_features("initial")
         # wall time already spent before a resume counts too
         started = time.perf_counter() - (self.history[-1]["seconds"] if self.history else 0.0)
-        for epoch in range(start_epoch, self.cfg.epochs):
-            record = self._train_epoch(epoch)
-            if self.cfg.eval_every and (epoch + 1) % self.cfg.eval_every == 0 and epoch + 1 < self.cfg.epochs:
-                record.update(self.evaluate())
-            record["seconds"] = round(time.perf_counter() - started, 2)
-            self.history.append(record)
-            self.scheduler.step()
-            self._save_checkpoint(epoch)
-            self._rewrite_log()
-            self.log(_format_epoch(record))
-            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < self.cfg.epochs:
-                return {"stopped_after_epoch": epoch + 1}
-        metrics = self.evaluate()
+        try:
+            stopped = self._train_epochs(start_epoch, started, stop_after_epoch)
+            if stopped:
+                return {"stopped_after_epoch": stopped}
+            metrics = self.evaluate()
+        except KeyboardInterrupt:  # Ctrl-C: every checkpoint write is atomic, so the last one is whole
+            self.log(f"interrupted: {self._checkpoint_note()}; fit(resume=True) continues from it")
+            raise
         atomic_torch_save({"features": self.memory.features.cpu(), "label_camera": self.memory.label_camera.cpu()},
                           self.out_dir / MEMORY_BANK)
         if self.save_features:
@@ -334,6 +395,37 @@ class Trainer:
         atomic_write_json(self.out_dir / METRICS, result)
         self.log("final: " + "  ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
         return result
+
+    def _train_epochs(self, start_epoch: int, started: float, stop_after_epoch: int | None) -> int | None:
+        """Epochs ``start_epoch..cfg.epochs-1``, each saved (checkpoint, log) when it is complete; returns
+        the epoch count when ``stop_after_epoch`` ended the loop early, else None."""
+        for epoch in range(start_epoch, self.cfg.epochs):
+            record = self._train_epoch(epoch)
+            if self.cfg.eval_every and (epoch + 1) % self.cfg.eval_every == 0 and epoch + 1 < self.cfg.epochs:
+                record.update(self.evaluate())
+            record["seconds"] = round(time.perf_counter() - started, 2)
+            self.history.append(record)
+            self.scheduler.step()
+            self._save_checkpoint(epoch)
+            self.saved_epoch = epoch + 1
+            self._rewrite_log()
+            self.log(_format_epoch(record))
+            if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < self.cfg.epochs:
+                return epoch + 1
+        return None
+
+    def _checkpoint_note(self) -> str:
+        """What a stopped run leaves on disk, for its messages."""
+        if self.saved_epoch is None:
+            return f"no checkpoint of this run was written yet in {self.out_dir}"
+        return f"{self.out_dir / CHECKPOINT} holds epoch {self.saved_epoch} (complete)"
+
+    def _nonfinite_message(self, epoch: int, first_bad: torch.Tensor) -> str:
+        """Which loss term went non-finite in which epoch, and what was kept."""
+        terms = [f"{name} = {value}" for name, value in zip(LOSS_TERMS, first_bad.tolist())
+                 if not math.isfinite(value)]
+        return (f"epoch {epoch + 1}: the loss became non-finite ({', '.join(terms) or 'their sum L'}); the run "
+                f"stopped without saving this epoch, {self._checkpoint_note()} (try a lower --set lr=...)")
 
     def _write_test_features(self, stage: str) -> None:
         """L2-normalised f(x) of query+gallery (float16) with pids/camids, for Figure 3 (t-SNE)."""

@@ -12,6 +12,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from .errors import UserError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (CPU and CUDA); return a torch Generator seeded alike."""
@@ -28,10 +32,22 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
     """``"auto"`` picks CUDA when available, else CPU; anything else is passed to torch."""
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"device={device!r} is not a torch device; expected auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!s} was requested but CUDA is not available on this machine")
+        raise UserError(f"device={device!s} was requested but CUDA is not available on this machine")
     return device
+
+
+def repo_relative(path: str | Path) -> str:
+    """``path`` relative to the repository when it lies inside it (the embedded synthetic data), else as
+    given: run records must not carry this machine's folders."""
+    try:  # abspath, not resolve: a symlinked data/ folder still counts as inside the repository
+        return Path(os.path.abspath(path)).relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _atomic_write(path: Path, write) -> Path:

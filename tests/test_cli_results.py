@@ -8,6 +8,7 @@ import pytest
 
 from pirid_lite import cli, results
 from pirid_lite.config import PiridConfig, get_config
+from pirid_lite.errors import UserError
 
 
 def test_every_option_of_train_is_documented():
@@ -27,7 +28,7 @@ def test_set_overrides_reach_the_config():
 
 def test_unknown_override_is_a_clear_error():
     args = cli.build_parser().parse_args(["train", "--set", "epoks=7"])
-    with pytest.raises(SystemExit, match="unknown config field"):
+    with pytest.raises(UserError, match="unknown config field; did you mean 'epochs'"):
         cli._config_from_args(args)
 
 
@@ -38,9 +39,9 @@ def test_bad_config_value_names_the_setting():
         PiridConfig.from_dict({"not_a_field": 1})
 
 
-def test_evaluate_refuses_a_missing_checkpoint(tmp_path):
-    with pytest.raises(SystemExit, match="does not exist"):
-        cli.main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt")])
+def test_evaluate_refuses_a_missing_checkpoint(tmp_path, capsys):
+    assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def _fake_run(root, variant, seed, tag, m):

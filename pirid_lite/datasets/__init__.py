@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from ..errors import UserError
 from .base import (DISTRACTOR_PID, JUNK_PID, DatasetLayoutError, HiddenTruth, ICSLabels, ReIDDataset, TestItem,
                    TrainItem, build_dataset, ics_relabel)
 from .market import DUKE_PATTERN, MARKET_PATTERN, load_dukemtmc, load_market1501, load_market_layout
@@ -56,8 +57,8 @@ def load(name: str, root: str | Path | None = None, seed: int = 0, verbose: bool
     else:
         key = _ALIASES.get(name.lower().replace("-", "").replace("_", "").replace(".", ""))
         if key is None:
-            raise ValueError(f"unknown dataset {name!r}; expected one of {DATASET_NAMES} "
-                             f"(or synthetic-tiny/-small/-market)")
+            raise UserError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)} "
+                            f"(or synthetic-tiny/-small/-market)")
         dataset = _REAL[key](DEFAULT_DATA_ROOT if root is None else root)
     if verbose:
         dataset.print_summary()

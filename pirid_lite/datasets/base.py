@@ -15,13 +15,15 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from ..errors import UserError
+
 JUNK_PID = -1         # Market-1501 "junk" boxes: dropped at load
 DISTRACTOR_PID = 0    # Market-1501 "distractors": kept in the gallery, never trained on
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 SPLITS = ("train", "query", "gallery")
 
 
-class DatasetLayoutError(FileNotFoundError):
+class DatasetLayoutError(UserError, FileNotFoundError):
     """A dataset root is missing or does not look like the expected layout."""
 
 
@@ -181,8 +183,8 @@ def build_dataset(name: str, root: Path, splits: Mapping[str, list[Record]], num
     kept = {split: _drop_special(split, splits[split], where.get(split, split)) for split in SPLITS}
     for split in SPLITS:
         if not kept[split]:
-            raise ValueError(f"{name}: the {split} split is empty after parsing {where.get(split, split)} "
-                             f"(no image with a valid identity found)")
+            raise UserError(f"{name}: the {split} split is empty after parsing {where.get(split, split)} "
+                            f"(no image with a valid identity found)")
     if num_cameras is None:
         num_cameras = 1 + max(camid for records in kept.values() for _, _, camid in records)
     train_paths, train_pids, train_cams = (list(col) for col in zip(*kept["train"]))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..errors import UserError
 from .base import ReIDDataset, Record, build_dataset, is_image, report_unparsed, resolve_root
 from .market import parse_names
 
@@ -52,12 +53,12 @@ def read_list(list_file: Path) -> pd.DataFrame:
         table = pd.read_csv(list_file, sep=r"\s+", header=None, names=["path", "pid"], dtype={"path": str},
                             skip_blank_lines=True)
     except (pd.errors.ParserError, ValueError) as error:
-        raise ValueError(f"{list_file}: expected lines 'relative/path.jpg pid' ({error})") from error
+        raise UserError(f"{list_file}: expected lines 'relative/path.jpg pid' ({error})") from error
     bad = table["pid"].isna() | pd.to_numeric(table["pid"], errors="coerce").isna()
     if bad.any():
         line = int(bad.to_numpy().nonzero()[0][0]) + 1
-        raise ValueError(f"{list_file}: line {line} is not 'relative/path.jpg pid': "
-                         f"{table.iloc[line - 1].tolist()}")
+        raise UserError(f"{list_file}: line {line} is not 'relative/path.jpg pid': "
+                        f"{table.iloc[line - 1].tolist()}")
     return table.astype({"pid": "int64"})
 
 
