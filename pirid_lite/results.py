@@ -61,6 +61,35 @@ def epoch_logs(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
+def start_label(provenance: dict) -> str:
+    """What a run's network started from, as tables print it: "ImageNet (MobileNetV2)", "ImageNet
+    (torchvision …)", "random init", or the checkpoint it was given."""
+    source = str(provenance.get("weights_source", ""))
+    if provenance.get("imagenet_weights") and source.startswith("torchvision"):
+        return f"ImageNet ({source.removeprefix('torchvision ')})"
+    return source or ("ImageNet" if provenance.get("imagenet_weights") else "random init")
+
+
+def paired_differences(runs: pd.DataFrame, variant: str, baseline: str, metric: str = "mAP",
+                       confidence: float = 0.95) -> dict:
+    """Per-seed ``variant − baseline`` differences of ``metric`` over the seeds both have (untagged runs),
+    with their mean and a Student-t confidence interval of the mean."""
+    from scipy import stats
+
+    untagged = runs[runs["tag"] == ""]
+    wide = untagged.pivot_table(index="seed", columns="variant", values=metric)
+    if variant not in wide or baseline not in wide:
+        raise ValueError(f"paired_differences: need runs of both {variant!r} and {baseline!r}")
+    diff = (wide[variant] - wide[baseline]).dropna()
+    n = len(diff)
+    if n < 2:
+        raise ValueError(f"paired_differences: {n} paired seed(s); need at least 2 for an interval")
+    half = stats.t.ppf(0.5 + confidence / 2, n - 1) * diff.std(ddof=1) / np.sqrt(n)
+    return {"per_seed": diff.round(2).to_dict(), "mean": float(diff.mean()), "ci_low": float(diff.mean() - half),
+            "ci_high": float(diff.mean() + half), "seeds": n, "wins": int((diff > 0).sum()),
+            "confidence": confidence}
+
+
 def load_runs(results_root: str | Path = "results") -> pd.DataFrame:
     """One row per finished run (a ``metrics.json``) under ``results_root/runs``."""
     rows = []
@@ -72,13 +101,14 @@ def load_runs(results_root: str | Path = "results") -> pd.DataFrame:
             "dataset": provenance["dataset"], "profile": config["profile"], "variant": config["variant"],
             "tag": variant_dir.partition("+")[2], "seed": config["seed"], **record["metrics"],
             "device": provenance["device"], "imagenet_weights": provenance["imagenet_weights"],
+            "start": start_label(provenance),
             "git_commit": provenance["git_commit"], "wall_seconds": record.get("wall_seconds"),
             "final_purity": (record.get("final_epoch") or {}).get("purity"),
             "final_noise_share": (record.get("final_epoch") or {}).get("noise_share"),
             "path": str(path.parent),
         })
     columns = ["dataset", "profile", "variant", "tag", "seed", *METRIC_COLUMNS, "device", "imagenet_weights",
-               "git_commit", "wall_seconds", "final_purity", "final_noise_share", "path"]
+               "start", "git_commit", "wall_seconds", "final_purity", "final_noise_share", "path"]
     return pd.DataFrame(rows, columns=columns)
 
 

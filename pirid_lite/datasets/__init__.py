@@ -35,13 +35,14 @@ def _synthetic_preset(name: str) -> str | None:
     return key if key in SYNTHETIC_PRESET_NAMES else None
 
 
-def load_synthetic(preset: str, seed: int = 0, root: str | Path | None = None) -> ReIDDataset:
-    """Generate the synthetic preset on first use and read it with the Market-1501 loader (no published
-    counts to compare with; the number of cameras is read from the data)."""
+def load_synthetic(preset, seed: int = 0, root: str | Path | None = None, name: str | None = None) -> ReIDDataset:
+    """Generate the synthetic preset (a name, or a ``SyntheticSpec`` with ``root`` and ``name``) on first use
+    and read it with the Market-1501 loader (no published counts to compare with; the number of cameras is
+    read from the data)."""
     from .synthetic import ensure_generated  # lazy: generation code is only needed for synthetic data
 
     folder = ensure_generated(preset, seed=seed, root=root)
-    name = f"synthetic-{preset}" + (f"-seed{seed}" if seed else "")
+    name = (name or f"synthetic-{preset}") + (f"-seed{seed}" if seed else "")
     return load_market_layout(name, folder, patterns=[MARKET_PATTERN, DUKE_PATTERN], folder_names=[],
                               example="0002_c1s1_000451_03.jpg")
 

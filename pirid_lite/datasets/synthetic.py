@@ -370,9 +370,12 @@ def default_root(preset: str, seed: int) -> Path:
     return Path(__file__).resolve().parents[2] / "data" / "synthetic" / f"{preset}-seed{seed}"
 
 
-def ensure_generated(preset: str, seed: int = 0, root: str | Path | None = None, progress: bool = True) -> Path:
+def ensure_generated(preset: str | SyntheticSpec, seed: int = 0, root: str | Path | None = None,
+                     progress: bool = True) -> Path:
     """The folder of a preset, generated on first use (or again if its manifest does not match)."""
     spec = _spec(preset)
+    if root is None and isinstance(preset, SyntheticSpec):
+        raise ValueError("a custom SyntheticSpec needs an explicit root folder")
     folder = Path(root) if root is not None else default_root(preset, seed)
     if _is_current(folder, spec, seed):
         return folder
