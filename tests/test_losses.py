@@ -100,3 +100,18 @@ def test_eq7_unweighted_sum_of_present_terms():
     assert total_loss(intra, inter).item() == 1.75
     assert total_loss(intra, inter, triplet).item() == 3.75
     assert total_loss(intra, None, triplet).item() == 3.5
+
+
+def test_batch_hard_pairs_names_the_pairs_the_loss_uses():
+    # 1-d points: labels 0 at 0 and 1, label 1 at 3 and 7, one noise image at 1.1
+    g = torch.tensor([[0.0], [1.0], [3.0], [7.0], [1.1]])
+    labels = torch.tensor([0, 0, 1, 1, -1])
+    from pirid_lite.losses import batch_hard_pairs
+    pairs = batch_hard_pairs(g, labels)
+    assert pairs.anchors.tolist() == [True, True, True, True, False]
+    assert pairs.positive_index[:4].tolist() == [1, 0, 3, 2]
+    assert pairs.negative_index[:4].tolist() == [2, 2, 1, 1]
+    assert torch.allclose(pairs.positive_distance[:4], torch.tensor([1.0, 1.0, 4.0, 4.0]), atol=1e-4)
+    assert torch.allclose(pairs.negative_distance[:4], torch.tensor([3.0, 2.0, 2.0, 6.0]), atol=1e-4)
+    hinge = torch.relu(0.1 + pairs.positive_distance[:4] - pairs.negative_distance[:4]).mean()
+    assert torch.isclose(batch_hard_triplet_loss(g, labels, margin=0.1), hinge, atol=1e-5)
