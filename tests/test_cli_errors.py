@@ -310,10 +310,13 @@ def test_subprocess_prints_one_line_and_exits_2():
     assert (done.returncode, done.stderr, done.stdout) == (2, "error: --set lr expects a float, got 'abc'\n", "")
 
 
-@pytest.mark.parametrize("how", ["flag", "env"])
-def test_debug_shows_the_traceback(how):
-    done = _python_m(*(["--debug"] if how == "flag" else []), "train", "--set", "lr=abc",
-                     env={"PIRID_DEBUG": "1"} if how == "env" else None)
+@pytest.mark.parametrize("argv, env", [
+    (["--debug", "train", "--set", "lr=abc"], None),
+    (["train", "--debug", "--set", "lr=abc"], None),
+    (["train", "--set", "lr=abc"], {"PIRID_DEBUG": "1"}),
+], ids=["flag", "flag-after-command", "env"])
+def test_debug_shows_the_traceback(argv, env):
+    done = _python_m(*argv, env=env)
     assert done.returncode == 1
     assert "Traceback" in done.stderr and done.stderr.rstrip().endswith(
         "pirid_lite.errors.UserError: --set lr expects a float, got 'abc'")
