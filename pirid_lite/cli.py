@@ -179,11 +179,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     trainer.setup()
     untrained = trainer.evaluate()  # the floor to read the result against (fit() re-seeds and rebuilds)
     result = trainer.fit()
-    print(f"\nPIRID on synthetic-small (cpu profile, seed {args.seed}, {result['provenance']['device']}):")
-    for name, metrics in (("untrained network", untrained), ("after training", result["metrics"])):
-        print(f"  {name:<18}" + "  ".join(f"{k} {metrics[k]:5.1f}%" for k in ("R1", "R5", "R10", "mAP")))
-    print("  From random weights in 15 epochs, PIRID with the paper's τ = 0.01 stays near the untrained network on\n"
-          "  this benchmark (README 'Results': 4.8 ± 2.7 mAP over 3 seeds); results/FINDINGS.md explains why.")
+    start = result["provenance"]["weights_source"]
+    print(f"\nPIRID on synthetic-small (cpu profile: {cfg.arch} at {cfg.height}x{cfg.width}, {cfg.epochs} epochs; "
+          f"seed {args.seed}; {result['provenance']['device']}):")
+    for name, metrics in ((f"start: {start}", untrained), ("after PIRID training", result["metrics"])):
+        print(f"  {name:<32}" + "  ".join(f"{k} {metrics[k]:5.1f}%" for k in ("R1", "R5", "R10", "mAP")))
+    print("  Table 2 over 5 seeds, with pirid-1 and the diagnostics beside it: README 'Results' and "
+          "results/FINDINGS.md.")
     print(f"demo finished in {time.perf_counter() - started:.0f} s; run files in {out}")
     return 0
 
@@ -255,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="run every experiment behind Tables 1-2 and FINDINGS.md")
     rep.add_argument("--out", default="results", help="results root (default results)")
     rep.add_argument("--only", default=None, help="comma-separated experiment groups to run (default all)")
-    rep.add_argument("--seeds", type=int, default=5, help="Table 2 seeds per variant (default 5)")
+    rep.add_argument("--seeds", type=int, default=None,
+                     help="seeds for every variant (default: 5 for pirid and pirid-1, 3 for the others)")
     rep.add_argument("--force", action="store_true", help="re-run experiments whose metrics.json exists")
     rep.add_argument("--shard", default=None, metavar="I/N",
                      help="run every N-th experiment starting at I (run N such processes in parallel)")

@@ -74,12 +74,13 @@ class PiridConfig:
     dbscan_eps: float = 0.6
     dbscan_min_samples: int = 2          # unstated; 2 = an ID seen in two cameras can form a prototype
     cluster_metric: str = "jaccard"      # "cosine" or "jaccard" (k-reciprocal); default chosen by measurement
-    jaccard_k1: int = 20
+    jaccard_k1: int = 6                  # chosen on the validation instance (results/calibration); 20 is usual
     jaccard_k2: int = 6
     cannot_link: bool = False            # forbid a prototype holding two IDs of the same camera
-    prototype_source: str = "memory"     # what DBSCAN clusters: "memory" = the rows of K (the paper's words)
-                                         # or "fresh" = per-ID means of features extracted at each stage-2
-                                         # epoch's start (cluster-contrast / SpCL lineage; one eval pass)
+    prototype_source: str = "fresh"      # what DBSCAN clusters: "fresh" = per-ID means of features extracted
+                                         # at each stage-2 epoch's start (cluster-contrast / SpCL lineage; one
+                                         # eval pass; chosen on the validation instance) or "memory" = the
+                                         # rows of K (the paper's words: `--set prototype_source=memory`)
     triplet_margin: float = 0.1          # m1
     stage2_sampling: str = "intra-id"    # "intra-id" (as stage 1) or "prototype" (cross-camera positives)
 
@@ -166,7 +167,8 @@ class PiridConfig:
 _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     "paper": {},
     "cpu": dict(profile="cpu", arch="mobilenet_v2", pretrained="imagenet", height=128, width=64, pad=5,
-                epochs=10, stage1_epochs=2, warmup_epochs=2, lr_milestones=(4, 8), random_erasing=0.0,
+                last_stride=2, epochs=12, stage1_epochs=2, warmup_epochs=2, lr_milestones=(9,),
+                random_erasing=0.0,
                 num_workers=0),
     "test": dict(profile="test", arch="resnet18", pretrained=None, height=32, width=16, pad=2, epochs=4, stage1_epochs=1,
                  warmup_epochs=1, lr_milestones=(3,), num_workers=0, eval_batch_size=64),

@@ -42,8 +42,10 @@ class NotebookSettings:
                 f"(set PIRID_NOTEBOOK_MODE / PIRID_DATASET / PIRID_DATA_ROOT to change)")
 
 
-def settings(gpu_profile: str = "cpu") -> NotebookSettings:
-    """The notebook settings; ``gpu_profile="paper"`` lets a notebook use §3.1 exactly on a GPU."""
+def settings(gpu_profile: str = "cpu", gpu_dataset: str | None = None) -> NotebookSettings:
+    """The notebook settings; ``gpu_profile="paper"`` lets a notebook use §3.1 exactly on a GPU, and
+    ``gpu_dataset`` (e.g. ``"market"``, the Market-1501-scale preset) is its dataset there when
+    ``PIRID_DATASET`` is not set (full mode on a CUDA machine only)."""
     mode = os.environ.get("PIRID_NOTEBOOK_MODE", "full")
     if mode not in MODES:
         raise ValueError(f"PIRID_NOTEBOOK_MODE={mode!r}; expected one of {MODES}")
@@ -53,7 +55,10 @@ def settings(gpu_profile: str = "cpu") -> NotebookSettings:
     else:
         profile = gpu_profile if torch.cuda.is_available() else "cpu"
         scratch = REPO_ROOT / "results" / "notebooks"
-    return NotebookSettings(mode=mode, dataset=os.environ.get("PIRID_DATASET", "small"),
+    default_dataset = "small"
+    if gpu_dataset and mode == "full" and torch.cuda.is_available():
+        default_dataset = gpu_dataset
+    return NotebookSettings(mode=mode, dataset=os.environ.get("PIRID_DATASET", default_dataset),
                             data_root=os.environ.get("PIRID_DATA_ROOT"), profile=profile,
                             results_root=REPO_ROOT / "results", scratch_root=scratch)
 
@@ -93,3 +98,27 @@ def show_interactive(draw, **controls):
     widget = ipywidgets.interactive(draw, **controls)
     display(widget)
     return widget
+
+
+# --------------------------------------------------------------------------- saved runs
+def fresh_centroids(run_path: str | Path, dataset, device: str = "cpu"):
+    """What ``prototype_source="fresh"`` clusters, for the final model of a saved run: the per-ID mean of the
+    L2-normalised eval-mode f(x) of every training image, (N, d). Read from the run's ``checkpoint.pt`` (its
+    last epoch); None when the run folder has no checkpoint (checkpoints are not committed to git)."""
+    from . import data as data_lib
+    from .evaluate import extract_features
+    from .memory import id_centroids
+    from .model import build_model
+    from .trainer import CHECKPOINT, build_label_space, checkpoint_config, load_weights, read_checkpoint
+
+    path = Path(run_path) / CHECKPOINT
+    if not path.exists():
+        return None
+    state = read_checkpoint(path, map_location=device)
+    cfg = checkpoint_config(state, path).replace(pretrained=None)  # the checkpoint holds every weight
+    model = build_model(cfg)
+    load_weights(model, state["model"], path, cfg.arch)
+    labels = build_label_space(cfg, dataset)
+    features, _, _ = extract_features(model.to(device), data_lib.make_test_loader(dataset.train, cfg), device,
+                                      amp=False)
+    return id_centroids(features, torch.as_tensor(labels.image_labels), labels.num_ids)

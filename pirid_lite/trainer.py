@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from . import data as data_lib
 from .config import PiridConfig
+from .diagnostics import cross_camera_nn_accuracy
 from .errors import NonFiniteLossError, UserError, user_error_from
 from .evaluate import evaluate_model, extract_features
 from .losses import batch_hard_triplet_loss, inter_id_loss, intra_camera_loss, total_loss
@@ -225,7 +226,9 @@ class Trainer:
         if self.cfg.variant == "supervised":
             return {"num_prototypes": prototypes.num_prototypes, "noise_share": prototypes.noise_share}
         truth = self.dataset.hidden_truth.reveal_per_label(reason="prototype diagnostics (log only)")
-        return prototype_quality(prototypes.assignment.cpu(), truth)
+        # how often K's nearest other-camera row is the same person: what clustering could build on
+        nn_accuracy = cross_camera_nn_accuracy(self.memory.features.detach().cpu(), self.labels.id_group, truth)
+        return {**prototype_quality(prototypes.assignment.cpu(), truth), "memory_nn_accuracy": nn_accuracy}
 
     # ------------------------------------------------------------------ one epoch
     def _epoch_loader(self, epoch: int, proto_labels: torch.Tensor | None):

@@ -66,10 +66,12 @@ def plot_training_curves(log: "pd.DataFrame", title: str = "", path=None):
     return fig
 
 
-def plot_tsne_panels(panels: dict, n_identities: int = 20, seed: int = 0, path=None, perplexity: float = 20.0):
+def plot_tsne_panels(panels: dict, n_identities: int = 20, seed: int = 0, path=None, perplexity: float = 20.0,
+                     title: str | None = None):
     """Figure 3: t-SNE of the same ``n_identities`` random test identities in several feature spaces.
 
-    ``panels`` maps a title to ``(features, pids, camids)``; colour = identity, marker = camera.
+    ``panels`` maps a title to ``(features, pids, camids)``; colour = identity, marker = camera. ``title``
+    is added to the figure's suptitle (e.g. the start the networks were trained from).
     """
     import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
@@ -98,8 +100,9 @@ def plot_tsne_panels(panels: dict, n_identities: int = 20, seed: int = 0, path=N
     handles = [plt.Line2D([], [], color="0.3", marker=markers[c % len(markers)], ls="", label=f"camera {c + 1}")
                for c in cams]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
-    fig.suptitle(f"t-SNE of {len(chosen)} random test identities (colour = identity, marker = camera)")
-    fig.tight_layout(rect=(0, 0.06, 1, 0.95))
+    suptitle = f"t-SNE of {len(chosen)} random test identities (colour = identity, marker = camera)"
+    fig.suptitle(f"{title}\n{suptitle}" if title else suptitle)
+    fig.tight_layout(rect=(0, 0.06, 1, 0.93 if title else 0.95))
     _save(fig, path)
     return fig
 
@@ -144,6 +147,33 @@ def plot_prototype_quality_by_setting(logs: "pd.DataFrame", path=None):
         ax.set(xlabel="epoch", title=col)
         ax.legend(fontsize=8)
     fig.suptitle("prototypes against the hidden ground truth, per stage-2 epoch (mean ± std over seeds)")
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+def plot_prototype_epoch(log: "pd.DataFrame", epoch: int, path=None):
+    """One run's stage-2 prototype diagnostics (``log.jsonl`` as a DataFrame) over the epochs, with ``epoch``
+    marked: left, purity / pairwise F / noise share (and cross-camera NN accuracy when logged); right, the
+    number of prototypes against the number of true people."""
+    import matplotlib.pyplot as plt
+
+    stage2 = log[log["num_prototypes"].notna()] if "num_prototypes" in log else log.iloc[:0]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    for col in ("purity", "pairwise_f", "noise_share", "nn_accuracy"):
+        if col in stage2 and stage2[col].notna().any():
+            axes[0].plot(stage2["epoch"], stage2[col], marker="o", ms=3, label=col)
+            at = stage2.loc[stage2["epoch"] == epoch, col]
+            if len(at):
+                axes[0].plot([epoch], at, marker="o", ms=9, mfc="none", mec="k")
+    axes[0].set(title="prototype quality (hidden truth, log only)", xlabel="epoch", ylim=(0, 1.02))
+    axes[1].plot(stage2["epoch"], stage2["num_prototypes"], marker="o", ms=3, color="tab:purple", label="prototypes")
+    if "num_true_identities" in stage2 and stage2["num_true_identities"].notna().any():
+        axes[1].axhline(stage2["num_true_identities"].dropna().iloc[0], color="k", ls=":", label="true people")
+    axes[1].set(title="number of prototypes", xlabel="epoch")
+    for ax in axes:
+        ax.axvline(epoch, color="crimson", ls="--", lw=1)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, path)
     return fig
