@@ -122,3 +122,32 @@ def fresh_centroids(run_path: str | Path, dataset, device: str = "cpu"):
     features, _, _ = extract_features(model.to(device), data_lib.make_test_loader(dataset.train, cfg), device,
                                       amp=False)
     return id_centroids(features, torch.as_tensor(labels.image_labels), labels.num_ids)
+
+
+# --------------------------------------------------------------------------- trainings
+# Fields that change how a run is evaluated or where it runs, not what it learns.
+_NOT_TRAINING = ("device", "num_workers", "eval_batch_size", "eval_every")
+
+
+def train_or_reuse(nb: NotebookSettings, cfg: PiridConfig, dataset, scratch_name: str, **trainer_kwargs):
+    """``(run_path, record)`` of ``cfg`` on ``dataset``: in full mode, the run ``make reproduce`` committed for
+    the same config and seed when there is one (a CPU cannot afford to train it again in every notebook);
+    otherwise — test mode, another config, ``PIRID_RETRAIN=1`` — a fresh training under ``scratch_root``."""
+    import json
+
+    from .results import run_dir
+    from .trainer import METRICS, Trainer
+
+    committed = run_dir(nb.results_root, dataset.name, cfg.profile, cfg.variant, cfg.seed)
+    if not nb.is_test and os.environ.get("PIRID_RETRAIN") != "1" and (committed / METRICS).exists():
+        record = json.loads((committed / METRICS).read_text())
+        saved = {k: v for k, v in record["config"].items() if k not in _NOT_TRAINING}
+        wanted = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_TRAINING}
+        if saved == wanted:
+            print(f"reusing the committed run {committed.relative_to(REPO_ROOT).as_posix()} (same config and "
+                  f"seed; PIRID_RETRAIN=1 trains it here)")
+            return committed, record
+    out = nb.scratch_root / scratch_name
+    trainer_kwargs.setdefault("progress", False)
+    trainer_kwargs.setdefault("log", lambda line: None)
+    return out, Trainer(cfg, dataset, out, **trainer_kwargs).fit()
