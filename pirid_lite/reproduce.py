@@ -18,9 +18,10 @@ from .results import METRIC_COLUMNS, VARIANT_ORDER, load_runs, mean_std, run_dir
 from .utils import atomic_write_json, atomic_write_text
 
 GROUPS = ("table2",)
-# Training seeds per variant. pirid and pirid-1 (the paired comparison) get 5; the rest 3 — what fits 2 cores
-# in one sitting (a run takes about 6 minutes on one core). `--seeds N` gives every variant N.
-TABLE2_SEEDS = {"pirid-1": 5, "pirid": 5, "pirid-2": 3, "oracle-prototypes": 3, "supervised": 3}
+# Training seeds per variant: what fit 2 cores in one sitting (a run takes 6–8 minutes on one core). pirid and
+# pirid-1, the paired comparison of Table 2, get 5; the ablation pirid-2 3; the two diagnostics 2.
+# `--seeds N` gives every variant N.
+TABLE2_SEEDS = {"pirid-1": 5, "pirid": 5, "pirid-2": 3, "oracle-prototypes": 2, "supervised": 2}
 
 
 @dataclass(frozen=True)
