@@ -82,7 +82,7 @@ def plot_tsne_panels(panels: dict, n_identities: int = 20, seed: int = 0, path=N
     colours = plt.get_cmap("tab20")(np.linspace(0, 1, len(chosen)))
     markers = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "8", "d", "H"]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.0), squeeze=False)
-    for ax, (title, (features, pids, camids)) in zip(axes[0], panels.items()):
+    for ax, (panel_title, (features, pids, camids)) in zip(axes[0], panels.items()):
         keep = np.isin(pids, chosen)
         x = np.asarray(features, dtype=np.float32)[keep]
         embedded = TSNE(n_components=2, perplexity=min(perplexity, len(x) - 1), init="pca",
@@ -93,7 +93,7 @@ def plot_tsne_panels(panels: dict, n_identities: int = 20, seed: int = 0, path=N
                 if sel.any():
                     ax.scatter(embedded[sel, 0], embedded[sel, 1], color=colours[i], marker=markers[cam % len(markers)],
                                s=28, edgecolors="k", linewidths=0.3)
-        ax.set_title(title)
+        ax.set_title(panel_title)
         ax.set_xticks([])
         ax.set_yticks([])
     cams = np.unique(np.concatenate([p[2] for p in panels.values()]))
