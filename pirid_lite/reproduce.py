@@ -20,7 +20,7 @@ from .utils import atomic_write_json, atomic_write_text
 GROUPS = ("table2",)
 # Training seeds per variant: what fit 2 cores in one sitting (a run takes 8–15 minutes on one shared core).
 # pirid and pirid-1, the paired comparison of Table 2, get 4; the ablation pirid-2 2; the two diagnostics 1.
-# `--seeds N` gives every variant N (the issue asks for >= 5: `make reproduce SEEDS=5`-style runs resume).
+# `python -m pirid_lite reproduce --seeds N` gives every variant N (finished runs are reused).
 TABLE2_SEEDS = {"pirid-1": 4, "pirid": 4, "pirid-2": 2, "oracle-prototypes": 1, "supervised": 1}
 
 

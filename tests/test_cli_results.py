@@ -115,3 +115,14 @@ def test_start_label_names_the_weights():
                                 "weights_source": "torchvision ResNet50_Weights.IMAGENET1K_V2"}) == \
         "ImageNet (ResNet50_Weights.IMAGENET1K_V2)"
     assert results.start_label({"imagenet_weights": False, "weights_source": "random init"}) == "random init"
+
+
+def test_reproduce_plan_runs_each_variant_its_seed_count_seed_by_seed():
+    from collections import Counter
+
+    from pirid_lite.reproduce import TABLE2_SEEDS, plan
+    runs = plan()
+    assert Counter(e.variant for e in runs) == Counter(TABLE2_SEEDS)
+    assert [e.seed for e in runs] == sorted(e.seed for e in runs)          # low seeds complete first
+    assert {(e.variant, e.seed) for e in runs if e.save_features} == {("pirid-1", 0), ("pirid", 0)}
+    assert len(plan(seeds=5)) == 25 and len({(e.variant, e.seed) for e in plan(seeds=5)}) == 25
