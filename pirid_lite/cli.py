@@ -184,7 +184,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"seed {args.seed}; {result['provenance']['device']}):")
     for name, metrics in ((f"start: {start}", untrained), ("after PIRID training", result["metrics"])):
         print(f"  {name:<32}" + "  ".join(f"{k} {metrics[k]:5.1f}%" for k in ("R1", "R5", "R10", "mAP")))
-    print("  Table 2 over 5 seeds, with pirid-1 and the diagnostics beside it: README 'Results' and "
+    print("  Table 2 over several training seeds, with pirid-1 and the diagnostics beside it: README 'Results' and "
           "results/FINDINGS.md.")
     print(f"demo finished in {time.perf_counter() - started:.0f} s; run files in {out}")
     return 0
