@@ -95,26 +95,20 @@ def prototype_source_study(name: str, eps_values=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 
     from. Returns prototype quality per (source, metric, eps) and the cross-camera NN accuracy of each source."""
     import torch
 
-    from .config import PiridConfig
     from .diagnostics import cross_camera_nn_accuracy
-    from .memory import id_centroids
-    from .model import build_model
+    from .notebook import fresh_centroids
     from .prototypes import eps_sweep
-    from .trainer import CHECKPOINT, build_label_space, read_checkpoint
-    from .data import make_test_loader
-    from .evaluate import extract_features
+    from .trainer import MEMORY_BANK
 
     dataset = load_candidate(name)
-    state = read_checkpoint(Path(results_root) / name / "pirid-1" / "seed0" / CHECKPOINT)
-    cfg = PiridConfig.from_dict({**state["config"], "pretrained": None})
-    model = build_model(cfg)
-    model.load_state_dict(state["model"])
-    labels = build_label_space(cfg, dataset)
-    features, _, _ = extract_features(model, make_test_loader(dataset.train, cfg), "cpu", amp=False)
-    sources = {"memory": state["memory"]["features"].float(),
-               "fresh": id_centroids(features, torch.as_tensor(labels.image_labels), labels.num_ids)}
+    run = Path(results_root) / name / "pirid-1" / "seed0"
+    memory = torch.load(run / MEMORY_BANK)
+    fresh = fresh_centroids(run, dataset)
+    if fresh is None:
+        raise FileNotFoundError(f"{run} has no checkpoint.pt: train the candidate's pirid-1 seed 0 here first")
+    sources = {"memory": memory["features"].float(), "fresh": fresh}
+    label_camera = torch.as_tensor(memory["label_camera"])
     truth = dataset.hidden_truth.reveal_per_label(reason="choosing open settings on the validation instance")
-    label_camera = torch.as_tensor(labels.id_group)
     frames = []
     for source, bank in sources.items():
         for k1 in jaccard_k1:
