@@ -1,4 +1,4 @@
-"""Calibrating the embedded benchmark into the paper's regime (DESIGN.md §4), on the baselines only.
+"""Calibrating the embedded benchmark into the paper's regime (docs/DESIGN.md §4), on the baselines only.
 
 Every candidate is a set of generator knobs; it is generated as a **validation instance** (generator seed
 ``VALIDATION_SEED``: other people, other cameras than the reported instance, seed 0) and measured with
@@ -6,13 +6,12 @@ Every candidate is a set of generator knobs; it is generated as a **validation i
 on the reported instance are then measurements, not targets. Targets (mean over training seeds):
 ``supervised`` 55–85 mAP, ``pirid-1 / supervised`` 0.65–0.85, ``oracle − pirid-1`` ≥ +5 on every seed.
 
-``python -m pirid_lite.calibrate --candidate NAME [--seeds 3] [--shard i/n]`` runs one candidate (resumable:
-a run whose ``metrics.json`` exists is reused) and prints its summary; results go to
-``results/calibration/<candidate>/``.
+``python -m pirid_lite calibrate --candidate NAME [--seeds 3] [--shard i/n]`` runs one candidate through the
+shared experiment runner (resumable: a finished run is reused), prints its summary and rewrites
+``results/calibration/CALIBRATION.md``; runs go to ``results/calibration/<candidate>/``.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
@@ -20,11 +19,15 @@ import pandas as pd
 
 from .config import get_config
 from .datasets.synthetic import PRESETS, SyntheticSpec
+from .experiments import Experiment, run_experiments, select_shard
+from .errors import UserError
+from .runfiles import RunFiles
+from .utils import REPO_ROOT, atomic_write_text
 
 VALIDATION_SEED = 1
 CALIBRATION_VARIANTS = ("supervised", "pirid-1", "oracle-prototypes")
 TARGETS = {"supervised_map": (55.0, 85.0), "ratio": (0.65, 0.85), "oracle_gain_min": 5.0}
-REPO_ROOT = Path(__file__).resolve().parent.parent
+CALIBRATION_ROOT = REPO_ROOT / "results" / "calibration"
 
 # The candidates tried, in order (knobs relative to the earlier `small`: 6 cameras, 64 train IDs).
 CANDIDATES: dict[str, dict] = {
@@ -37,7 +40,7 @@ CANDIDATES: dict[str, dict] = {
 }
 
 
-CHOSEN = "ids150-cam6-img2to3-shift0.25"   # = the `small` preset (checked by a test)
+CHOSEN = "ids150-cam6-img2to3-shift0.25"   # = the `small` preset (tests/test_experiments.py checks it)
 
 
 def candidate_spec(name: str) -> SyntheticSpec:
@@ -53,32 +56,32 @@ def load_candidate(name: str):
     return load_synthetic(candidate_spec(name), seed=VALIDATION_SEED, root=root, name=f"calib-{name}")
 
 
+def plan(name: str, seeds: int = 3, profile: str = "cpu", variants: tuple[str, ...] = CALIBRATION_VARIANTS,
+         results_root: str | Path = CALIBRATION_ROOT) -> list[Experiment]:
+    """The runs of one candidate, seed by seed: ``results_root/<candidate>/<variant>/seed<k>``."""
+    unknown = set(variants) - set(CALIBRATION_VARIANTS)
+    if unknown:
+        raise UserError(f"--variants {sorted(unknown)}: calibration runs only {CALIBRATION_VARIANTS} (the "
+                        "method's own variants are measured, never calibrated on)")
+    return [Experiment(get_config(profile, variant=variant, seed=seed), Path(results_root) / name / variant / f"seed{seed}")
+            for seed in range(seeds) for variant in variants]
+
+
 def run_candidate(name: str, seeds: int = 3, shard: str | None = None, profile: str = "cpu",
                   variants: tuple[str, ...] = CALIBRATION_VARIANTS,
-                  results_root: str | Path = REPO_ROOT / "results" / "calibration") -> pd.DataFrame:
-    from .trainer import METRICS, Trainer
-
-    dataset = load_candidate(name)
-    jobs = [(variant, seed) for seed in range(seeds) for variant in variants]
-    if shard:
-        index, count = (int(v) for v in shard.split("/"))
-        jobs = jobs[index::count]
-    for variant, seed in jobs:
-        out = Path(results_root) / name / variant / f"seed{seed}"
-        if not (out / METRICS).exists():
-            Trainer(get_config(profile, variant=variant, seed=seed), dataset, out, progress=False,
-                    log=lambda _: None).fit()
+                  results_root: str | Path = CALIBRATION_ROOT) -> pd.DataFrame:
+    """Train the candidate's runs not finished yet (this shard of them) and return :func:`summary`."""
+    run_experiments(select_shard(plan(name, seeds, profile, variants, results_root), shard), load_candidate(name))
     return summary(name, results_root)
 
 
-def summary(name: str, results_root: str | Path = REPO_ROOT / "results" / "calibration") -> pd.DataFrame:
+def summary(name: str, results_root: str | Path = CALIBRATION_ROOT) -> pd.DataFrame:
     """mAP per variant and seed, with the two calibration ratios per seed."""
-    import json
     rows = []
     for path in sorted(Path(results_root, name).glob("*/seed*/metrics.json")):
-        metrics = json.loads(path.read_text())
-        rows.append({"variant": path.parent.parent.name, "seed": int(path.parent.name[4:]),
-                     "mAP": metrics["metrics"]["mAP"] if "metrics" in metrics else metrics["mAP"]})
+        record = RunFiles(path.parent).metrics()
+        rows.append({"variant": record["config"]["variant"], "seed": record["config"]["seed"],
+                     "mAP": record["metrics"]["mAP"]})
     table = pd.DataFrame(rows).pivot(index="seed", columns="variant", values="mAP") if rows else pd.DataFrame()
     if {"supervised", "pirid-1"} <= set(table.columns):
         table["pirid-1/sup"] = table["pirid-1"] / table["supervised"]
@@ -88,25 +91,20 @@ def summary(name: str, results_root: str | Path = REPO_ROOT / "results" / "calib
 
 
 def prototype_source_study(name: str, eps_values=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7), jaccard_k1=(20, 6),
-                           results_root: str | Path = REPO_ROOT / "results" / "calibration") -> pd.DataFrame:
-    """Settings the paper leaves open (DESIGN.md §2, issue 10 step 4), chosen on the validation instance with
+                           results_root: str | Path = CALIBRATION_ROOT) -> pd.DataFrame:
+    """Settings the paper leaves open (docs/DESIGN.md §2), chosen on the validation instance with
     the hidden truth of *its* training split: what DBSCAN clusters (K's rows or fresh per-ID centroids), the
     distance and eps. Input: the final network and memory of ``pirid-1`` seed 0 — the features stage 2 starts
     from. Returns prototype quality per (source, metric, eps) and the cross-camera NN accuracy of each source."""
     import torch
 
     from .diagnostics import cross_camera_nn_accuracy
-    from .notebook import fresh_centroids
     from .prototypes import eps_sweep
-    from .trainer import MEMORY_BANK
 
     dataset = load_candidate(name)
-    run = Path(results_root) / name / "pirid-1" / "seed0"
-    memory = torch.load(run / MEMORY_BANK)
-    fresh = fresh_centroids(run, dataset)
-    if fresh is None:
-        raise FileNotFoundError(f"{run} has no checkpoint.pt: train the candidate's pirid-1 seed 0 here first")
-    sources = {"memory": memory["features"].float(), "fresh": fresh}
+    run = RunFiles(Path(results_root) / name / "pirid-1" / "seed0")
+    memory = run.memory_bank()
+    sources = {"memory": memory["features"].float(), "fresh": run.fresh_centroids()}
     label_camera = torch.as_tensor(memory["label_camera"])
     truth = dataset.hidden_truth.reveal_per_label(reason="choosing open settings on the validation instance")
     frames = []
@@ -120,10 +118,10 @@ def prototype_source_study(name: str, eps_values=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 
     return pd.concat(frames, ignore_index=True)
 
 
-def report(results_root: str | Path = REPO_ROOT / "results" / "calibration") -> str:
+def report(results_root: str | Path = CALIBRATION_ROOT) -> str:
     """Every candidate tried, as Markdown: its knobs, mAP per variant and seed, the means and the targets."""
     lines = [f"# Calibration runs (validation instance, generator seed {VALIDATION_SEED}; cpu profile)", "",
-             "Written by `pirid_lite.calibrate.report()` from the runs under this folder. Targets (DESIGN.md §4): "
+             "Written by `pirid_lite.calibrate.report()` from the runs under this folder. Targets (docs/DESIGN.md §4): "
              f"supervised {TARGETS['supervised_map'][0]:.0f}–{TARGETS['supervised_map'][1]:.0f} mAP, pirid-1 / "
              f"supervised {TARGETS['ratio'][0]}–{TARGETS['ratio'][1]}, oracle − pirid-1 ≥ "
              f"+{TARGETS['oracle_gain_min']:.0f} on every seed. Only `supervised`, `pirid-1` and "
@@ -139,26 +137,5 @@ def report(results_root: str | Path = REPO_ROOT / "results" / "calibration") -> 
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pirid_lite.calibrate", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--candidate", required=True, choices=tuple(CANDIDATES))
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--shard", default=None, help="i/n: every n-th run from the i-th")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--variants", default=",".join(CALIBRATION_VARIANTS))
-    args = parser.parse_args(argv)
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
-    variants = tuple(v for v in args.variants.split(",") if v)
-    if set(variants) - set(CALIBRATION_VARIANTS):
-        raise SystemExit(f"--variants: calibration uses only {CALIBRATION_VARIANTS}")
-    table = run_candidate(args.candidate, seeds=args.seeds, shard=args.shard, variants=variants)
-    print(f"candidate {args.candidate} (validation instance, generator seed {VALIDATION_SEED}):")
-    print(table.round(3).to_string())
-    from .utils import atomic_write_text
-    atomic_write_text(Path(REPO_ROOT / "results" / "calibration" / "CALIBRATION.md"), report())
-
-
-if __name__ == "__main__":
-    main()
+def write_report(results_root: str | Path = CALIBRATION_ROOT) -> Path:
+    return atomic_write_text(Path(results_root) / "CALIBRATION.md", report(results_root))

@@ -1,4 +1,4 @@
-"""Command line: ``python -m pirid_lite {train,evaluate,generate,demo,reproduce} --help``."""
+"""Command line: ``python -m pirid_lite {train,evaluate,generate,demo,reproduce,calibrate} --help``."""
 from __future__ import annotations
 
 import argparse
@@ -14,7 +14,7 @@ import typing
 from pathlib import Path
 
 from .config import PROFILES, VARIANTS, PiridConfig, get_config
-from .errors import UserError, user_error_from
+from .errors import UserError
 
 DEBUG_ENV = "PIRID_DEBUG"  # PIRID_DEBUG=1 acts like --debug
 EXIT_USER_ERROR, EXIT_INTERRUPTED = 2, 130
@@ -107,8 +107,8 @@ def _load_dataset(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)  # first: a bad --set fails before torch is imported
-    from .results import run_dir
-    from .trainer import CHECKPOINT, Trainer
+    from .runfiles import CHECKPOINT, run_dir
+    from .trainer import Trainer
     from .utils import resolve_device
 
     resolve_device(cfg.device)  # a bad --device fails before the dataset is read
@@ -129,18 +129,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_model
-    from .model import build_model
-    from .trainer import checkpoint_config, load_weights, read_checkpoint
+    from .runfiles import load_model
     from .utils import resolve_device
 
-    path = Path(args.checkpoint)
-    state = read_checkpoint(path)
-    cfg = checkpoint_config(state, path).replace(pretrained=None, device=args.device)
-    with user_error_from(ValueError, FileNotFoundError, prefix=f"{path}: "):
-        model = build_model(cfg)
-    load_weights(model, state["model"], path, cfg.arch)
     device = resolve_device(args.device)
-    metrics = evaluate_model(model.to(device), _load_dataset(args), cfg.replace(eval_flip=args.flip), device)
+    model, cfg = load_model(args.checkpoint, device)
+    metrics = evaluate_model(model, _load_dataset(args), cfg.replace(eval_flip=args.flip, device=args.device), device)
     print(json.dumps(metrics, indent=2))
     return 0
 
@@ -167,7 +161,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate `small`, train PIRID with the cpu profile, evaluate, print R1/R5/R10/mAP."""
     from . import datasets
-    from .results import run_dir
+    from .runfiles import run_dir
     from .trainer import Trainer
 
     started = time.perf_counter()
@@ -190,17 +184,41 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import reproduce
+def _set_threads(args: argparse.Namespace) -> None:
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .reproduce import reproduce
+    _set_threads(args)
     if args.prepare:  # what every shard reads, made once before the shards start (no two writers)
         from . import datasets
         datasets.load("small", verbose=False)
         return 0
-    reproduce(results_root=args.out, only=args.only, force=args.force, seeds=args.seeds, shard=args.shard)
+    reproduce(results_root=args.out, force=args.force, seeds=args.seeds, shard=args.shard)
     return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from . import calibrate
+    _set_threads(args)
+    if args.candidate not in calibrate.CANDIDATES:
+        raise UserError(f"--candidate {args.candidate!r}: expected one of {', '.join(calibrate.CANDIDATES)}")
+    variants = tuple(v for v in args.variants.split(",") if v)
+    table = calibrate.run_candidate(args.candidate, seeds=args.seeds, shard=args.shard, variants=variants)
+    print(f"candidate {args.candidate} (validation instance, generator seed {calibrate.VALIDATION_SEED}):")
+    print(table.round(3).to_string())
+    print(f"report written to {calibrate.write_report()}")
+    return 0
+
+
+def _add_batch_args(parser: argparse.ArgumentParser) -> None:
+    """What every batch of runs takes (pirid_lite.experiments): shards and threads."""
+    parser.add_argument("--shard", default=None, metavar="I/N",
+                        help="run every N-th experiment starting at I (run N such processes in parallel)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads of this process (default: torch's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -256,17 +274,23 @@ def build_parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("reproduce", parents=[common],
                          help="run every experiment behind Tables 1-2 and FINDINGS.md")
     rep.add_argument("--out", default="results", help="results root (default results)")
-    rep.add_argument("--only", default=None, help="comma-separated experiment groups to run (default all)")
     rep.add_argument("--seeds", type=int, default=None,
-                     help="seeds for every variant (default: 5 for pirid and pirid-1, 3 for the others)")
+                     help="seeds for every variant (default: pirid_lite.reproduce.TABLE2_SEEDS per variant)")
     rep.add_argument("--force", action="store_true", help="re-run experiments whose metrics.json exists")
-    rep.add_argument("--shard", default=None, metavar="I/N",
-                     help="run every N-th experiment starting at I (run N such processes in parallel)")
-    rep.add_argument("--threads", type=int, default=None, help="torch threads of this process (default: torch's)")
+    _add_batch_args(rep)
     rep.add_argument("--prepare", action="store_true",
                      help="only generate the benchmark, then exit "
                           "(make reproduce runs this before its parallel shards)")
     rep.set_defaults(func=cmd_reproduce)
+
+    cal = sub.add_parser("calibrate", parents=[common],
+                         help="run a benchmark candidate on the validation instance (baselines only)")
+    cal.add_argument("--candidate", required=True, help="a name from pirid_lite.calibrate.CANDIDATES")
+    cal.add_argument("--seeds", type=int, default=3, help="training seeds per variant (default 3)")
+    cal.add_argument("--variants", default="supervised,pirid-1,oracle-prototypes",
+                     help="comma-separated, among supervised, pirid-1, oracle-prototypes")
+    _add_batch_args(cal)
+    cal.set_defaults(func=cmd_calibrate)
     return parser
 
 

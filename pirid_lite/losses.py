@@ -2,10 +2,15 @@
 
 All are vectorised over the mini-batch (no loop over cameras, images or anchors) and free of host
 synchronisation, so a CUDA training step does not stall on them.
+
+:data:`LOSS_RECIPE` names the terms a training step computes, in order. Logs, the progress bar, the
+non-finite-loss message and tables key on these names (``loss_<name>``); a variant says which it uses
+(:mod:`pirid_lite.variants`). Adding a loss = one function here and one line in the recipe.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Callable, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -97,12 +102,50 @@ def batch_hard_triplet_loss(g: torch.Tensor, labels: torch.Tensor, margin: float
     return hinge.sum() / pairs.anchors.sum().clamp(min=1)  # torch.where keeps the graph: 0 with grad if none
 
 
-def total_loss(intra: torch.Tensor, inter_id: torch.Tensor | None = None,
-               inter_triplet: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq. 7 (with Eq. 6): L = L_intra + L_inter_ID + L_inter_triplet, unweighted; absent terms are left
-    out (stage 1 of §2.4 and the PIRID-1/PIRID-2 ablations of Table 2)."""
+def total_loss(intra: torch.Tensor, *others: torch.Tensor | None) -> torch.Tensor:
+    """Eq. 7 (with Eq. 6): L = L_intra + L_inter_ID + L_inter_triplet, unweighted, summed in that order;
+    absent (None) terms are left out (stage 1 of §2.4 and the PIRID-1/PIRID-2 ablations of Table 2)."""
     loss = intra
-    for term in (inter_id, inter_triplet):
+    for term in others:
         if term is not None:
             loss = loss + term
     return loss
+
+
+# --------------------------------------------------------------------------- the recipe of a training step
+class StepInputs(NamedTuple):
+    """What a loss term may read in one step (stage-2 fields are None in stage 1)."""
+
+    g: torch.Tensor                       # (B, d) GAP features (triplet)
+    f: torch.Tensor                       # (B, d) BN features (memories)
+    log_probs: torch.Tensor               # (B, N) Eq. 2 over each image's own softmax group
+    labels: torch.Tensor                  # (B,) memory row of each image
+    groups: torch.Tensor                  # (B,) softmax group (camera for ICS) of each image
+    image_prototypes: torch.Tensor | None = None   # (B,) prototype of each image's ID, −1 = noise
+    prototype_memory: object | None = None         # PrototypeMemory K' (its ``logits(f)`` feed Eq. 4)
+    triplet_margin: float = 0.1
+
+
+@dataclass(frozen=True)
+class LossTerm:
+    name: str                                     # log key ``loss_<name>``
+    paper: str                                    # how the paper names it, for messages
+    stage: int                                    # first stage of §2.4 that uses it
+    compute: Callable[[StepInputs], torch.Tensor]
+
+
+LOSS_RECIPE: tuple[LossTerm, ...] = (
+    LossTerm("intra", "L_intra (Eq. 3)", 1, lambda s: intra_camera_loss(s.log_probs, s.labels, s.groups)),
+    LossTerm("inter_id", "L_inter_ID (Eq. 4)", 2,
+             lambda s: inter_id_loss(s.prototype_memory.logits(s.f), s.image_prototypes)),
+    LossTerm("triplet", "L_inter_triplet (Eq. 5)", 2,
+             lambda s: batch_hard_triplet_loss(s.g, s.image_prototypes, s.triplet_margin)),
+)
+LOSS_TERMS = tuple(term.name for term in LOSS_RECIPE)
+
+
+def loss_terms(inputs: StepInputs, stage: int, uses: Callable[[str], bool]) -> dict[str, torch.Tensor | None]:
+    """Every recipe term by name: computed when ``stage`` has reached it and the variant ``uses`` it, else
+    None (left out of Eq. 7, logged as 0)."""
+    return {term.name: term.compute(inputs) if stage >= term.stage and uses(term.name) else None
+            for term in LOSS_RECIPE}

@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 
 from .config import PiridConfig, get_config
+from .runfiles import RunFiles, run_dir
+from .utils import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 MODES = ("full", "test")
 
 
@@ -87,41 +88,15 @@ def show_interactive(draw, **controls):
     In a live JupyterLab kernel (:func:`live_frontend`) it displays ``ipywidgets.interactive(draw, ...)``,
     which draws the default view at once and redraws on every change; elsewhere (nbval, nbconvert, a
     static render of the saved notebook) it calls ``draw`` with the defaults, so the cell always has a
-    static output. Returns the widget, or None.
+    static output. Returns None, so that a cell ending with this call shows the view once.
     """
     if not live_frontend():
         draw(**{name: control.value for name, control in controls.items()})
-        return None
+        return
     import ipywidgets
     from IPython.display import display
 
-    widget = ipywidgets.interactive(draw, **controls)
-    display(widget)
-    return widget
-
-
-# --------------------------------------------------------------------------- saved runs
-def fresh_centroids(run_path: str | Path, dataset, device: str = "cpu"):
-    """What ``prototype_source="fresh"`` clusters, for the final model of a saved run: the per-ID mean of the
-    L2-normalised eval-mode f(x) of every training image, (N, d). Read from the run's ``checkpoint.pt`` (its
-    last epoch); None when the run folder has no checkpoint (checkpoints are not committed to git)."""
-    from . import data as data_lib
-    from .evaluate import extract_features
-    from .memory import id_centroids
-    from .model import build_model
-    from .trainer import CHECKPOINT, build_label_space, checkpoint_config, load_weights, read_checkpoint
-
-    path = Path(run_path) / CHECKPOINT
-    if not path.exists():
-        return None
-    state = read_checkpoint(path, map_location=device)
-    cfg = checkpoint_config(state, path).replace(pretrained=None)  # the checkpoint holds every weight
-    model = build_model(cfg)
-    load_weights(model, state["model"], path, cfg.arch)
-    labels = build_label_space(cfg, dataset)
-    features, _, _ = extract_features(model.to(device), data_lib.make_test_loader(dataset.train, cfg), device,
-                                      amp=False)
-    return id_centroids(features, torch.as_tensor(labels.image_labels), labels.num_ids)
+    display(ipywidgets.interactive(draw, **controls))
 
 
 # --------------------------------------------------------------------------- trainings
@@ -133,14 +108,11 @@ def train_or_reuse(nb: NotebookSettings, cfg: PiridConfig, dataset, scratch_name
     """``(run_path, record)`` of ``cfg`` on ``dataset``: in full mode, the run ``make reproduce`` committed for
     the same config and seed when there is one (a CPU cannot afford to train it again in every notebook);
     otherwise — test mode, another config, ``PIRID_RETRAIN=1`` — a fresh training under ``scratch_root``."""
-    import json
-
-    from .results import run_dir
-    from .trainer import METRICS, Trainer
+    from .trainer import Trainer
 
     committed = run_dir(nb.results_root, dataset.name, cfg.profile, cfg.variant, cfg.seed)
-    if not nb.is_test and os.environ.get("PIRID_RETRAIN") != "1" and (committed / METRICS).exists():
-        record = json.loads((committed / METRICS).read_text())
+    if not nb.is_test and os.environ.get("PIRID_RETRAIN") != "1" and RunFiles(committed).is_finished:
+        record = RunFiles(committed).metrics()
         saved = {k: v for k, v in record["config"].items() if k not in _NOT_TRAINING}
         wanted = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_TRAINING}
         if saved == wanted:

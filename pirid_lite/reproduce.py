@@ -1,86 +1,57 @@
 """``make reproduce``: every training run behind Tables 1–2 and ``results/FINDINGS.md``, then the tables.
 
-Runs are skipped when their ``metrics.json`` already exists (use ``force`` to re-run), so an interrupted
-reproduction continues where it stopped. Everything runs on the synthetic ``small`` benchmark with the
-``cpu`` profile unless told otherwise.
+Runs go through :func:`pirid_lite.experiments.run_experiments`: finished runs are reused (``force`` re-runs
+them), so an interrupted reproduction continues where it stopped. Everything runs on the synthetic ``small``
+benchmark with the ``cpu`` profile unless told otherwise.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
 from .config import get_config
-from .results import METRIC_COLUMNS, VARIANT_ORDER, load_runs, mean_std, run_dir, summarize, table1, table2
+from .experiments import Experiment, run_experiments, select_shard
+from .results import METRIC_COLUMNS, VARIANT_ORDER, load_runs, mean_std, summarize, table1, table2
+from .runfiles import run_dir
 from .utils import atomic_write_json, atomic_write_text
 
-GROUPS = ("table2",)
-# Training seeds per variant: what fit 2 cores in one sitting (a run takes 8–15 minutes on one shared core).
+# Training seeds per variant: what fit 2 cores in one sitting (a run took 8–15 minutes on one shared core).
 # pirid and pirid-1, the paired comparison of Table 2, get 4; the ablation pirid-2 2; the two diagnostics 1.
 # `python -m pirid_lite reproduce --seeds N` gives every variant N (finished runs are reused).
 TABLE2_SEEDS = {"pirid-1": 4, "pirid": 4, "pirid-2": 2, "oracle-prototypes": 1, "supervised": 1}
 
 
-@dataclass(frozen=True)
-class Experiment:
-    group: str
-    variant: str
-    seed: int
-    tag: str = ""
-    overrides: dict[str, Any] = field(default_factory=dict)
-    save_features: bool = False
-
-
-def plan(seeds: int | None = None) -> list[Experiment]:
+def plan(seeds: int | None = None, results_root: str | Path = "results", dataset: str = "synthetic-small",
+         profile: str = "cpu") -> list[Experiment]:
     """The experiments, in the order they run: Table 2 seed by seed (so an interrupted reproduction holds
-    complete low seeds); ``seeds`` overrides every variant's count."""
+    complete low seeds); ``seeds`` overrides every variant's count. Seed 0 of pirid-1 and pirid also saves
+    its test features (Figure 3)."""
     counts = {variant: seeds or n for variant, n in TABLE2_SEEDS.items()}
     runs: list[Experiment] = []
     for seed in range(max(counts.values())):
-        for variant in ("pirid-1", "pirid-2", "pirid", "oracle-prototypes", "supervised"):
+        for variant in VARIANT_ORDER:
             if seed < counts[variant]:
-                runs.append(Experiment("table2", variant, seed,
+                runs.append(Experiment(get_config(profile, variant=variant, seed=seed),
+                                       run_dir(results_root, dataset, profile, variant, seed),
                                        save_features=seed == 0 and variant in ("pirid-1", "pirid")))
     return runs
 
 
 def reproduce(results_root: str | Path = "results", dataset_name: str = "small", profile: str = "cpu",
-              only: str | None = None, force: bool = False, seeds: int | None = None,
-              shard: str | None = None) -> Path:
-    """Run the plan (or the groups in ``only``); ``shard="i/n"`` runs every n-th experiment from the i-th, so
-    n processes can share the work (e.g. two single-threaded processes on a 2-core CPU)."""
+              force: bool = False, seeds: int | None = None, shard: str | None = None) -> Path:
+    """Run the plan (``shard="i/n"``: every n-th experiment from the i-th), then write the tables."""
     from . import datasets
-    from .trainer import METRICS, Trainer
 
     results_root = Path(results_root)
-    groups = GROUPS if not only else tuple(g.strip() for g in only.split(","))
-    unknown = sorted(set(groups) - set(GROUPS))
-    if unknown:
-        raise ValueError(f"unknown experiment group(s) {unknown}; expected some of {GROUPS}")
-    experiments = [e for e in plan(seeds) if e.group in groups]
-    if shard:
-        index, count = (int(v) for v in shard.split("/"))
-        experiments = experiments[index::count]
     dataset = datasets.load(dataset_name, verbose=False)
+    experiments = select_shard(plan(seeds, results_root, dataset.name, profile), shard)
     started = time.perf_counter()
-    timings = []
-    bar = tqdm(experiments, desc="reproduce", unit="run")
-    for exp in bar:
-        cfg = get_config(profile, variant=exp.variant, seed=exp.seed, **exp.overrides)
-        out = run_dir(results_root, dataset.name, profile, exp.variant, exp.seed, exp.tag)
-        bar.set_postfix_str(f"{exp.variant}{'+' + exp.tag if exp.tag else ''} seed {exp.seed}")
-        if (out / METRICS).exists() and not force:
-            continue
-        t0 = time.perf_counter()
-        Trainer(cfg, dataset, out, progress=False, save_features=exp.save_features, log=lambda _: None).fit()
-        timings.append({"run": str(out.relative_to(results_root)), "seconds": round(time.perf_counter() - t0, 1)})
+    timings = run_experiments(experiments, dataset, force=force)
     total = time.perf_counter() - started
     write_tables(results_root, dataset.name, profile)
     atomic_write_json(results_root / f"reproduce_timing{'_' + shard.replace('/', 'of') if shard else ''}.json",
-                      {"total_seconds": round(total, 1), "runs_executed": timings, "groups": list(groups)})
+                      {"total_seconds": round(total, 1), "runs_executed": timings})
     print(f"reproduce: {len(timings)} runs executed, {len(experiments) - len(timings)} reused, "
           f"{total / 60:.1f} min in all; tables in {results_root / 'tables'}")
     return results_root

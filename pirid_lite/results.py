@@ -1,19 +1,21 @@
 """The ``results/`` tree: where runs live, how they are read back, and Tables 1–2 built from them.
 
-A run writes ``results/runs/<dataset>/<profile>/<variant>[+<tag>]/seed<k>/`` with ``config.json``,
-``log.jsonl`` and ``metrics.json`` (see :class:`pirid_lite.trainer.Trainer`). Tables are *only* built from
-those files, next to the paper's published numbers, so every measured figure traces back to a run.
+A run writes ``results/runs/<dataset>/<profile>/<variant>[+<tag>]/seed<k>/`` (:mod:`pirid_lite.runfiles`
+reads and writes its files). Tables are *only* built from those files, next to the paper's published
+numbers, so every measured figure traces back to a run.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
-METRIC_COLUMNS = ("R1", "R5", "R10", "mAP")
+from . import logkeys
+from .runfiles import RunFiles
+
+METRIC_COLUMNS = logkeys.RETRIEVAL
 
 # Paper Table 1 (published; "-" in the paper = not reported → None).
 PAPER_TABLE1 = {
@@ -37,24 +39,10 @@ PAPER_TABLE2 = {
 VARIANT_ORDER = ["pirid-1", "pirid-2", "pirid", "oracle-prototypes", "supervised"]
 
 
-def run_dir(results_root: str | Path, dataset: str, profile: str, variant: str, seed: int,
-            tag: str | None = None) -> Path:
-    name = variant if not tag else f"{variant}+{tag}"
-    return Path(results_root) / "runs" / dataset / profile / name / f"seed{seed}"
-
-
-def read_log(run_path: str | Path) -> pd.DataFrame:
-    """The per-epoch log (``log.jsonl``) of one run as a DataFrame."""
-    path = Path(run_path) / "log.jsonl"
-    if not path.exists():
-        raise FileNotFoundError(f"no per-epoch log at {path}; was the run started?")
-    return pd.DataFrame([json.loads(line) for line in path.read_text().splitlines() if line.strip()])
-
-
 def epoch_logs(runs: pd.DataFrame) -> pd.DataFrame:
     """The per-epoch logs of the given runs (rows of :func:`load_runs`), stacked, each row tagged with its
     run's variant, tag and seed — e.g. to average prototype purity per epoch over seeds."""
-    frames = [read_log(run.path).assign(variant=run.variant, tag=run.tag, seed=run.seed)
+    frames = [RunFiles(run.path).log().assign(variant=run.variant, tag=run.tag, seed=run.seed)
               for run in runs.itertuples()]
     if not frames:
         raise ValueError("epoch_logs: no runs given")
@@ -94,7 +82,7 @@ def load_runs(results_root: str | Path = "results") -> pd.DataFrame:
     """One row per finished run (a ``metrics.json``) under ``results_root/runs``."""
     rows = []
     for path in sorted(Path(results_root).glob("runs/*/*/*/seed*/metrics.json")):
-        record = json.loads(path.read_text())
+        record = RunFiles(path.parent).metrics()
         config, provenance = record["config"], record["provenance"]
         variant_dir = path.parent.parent.name
         rows.append({
@@ -103,8 +91,8 @@ def load_runs(results_root: str | Path = "results") -> pd.DataFrame:
             "device": provenance["device"], "imagenet_weights": provenance["imagenet_weights"],
             "start": start_label(provenance),
             "git_commit": provenance["git_commit"], "wall_seconds": record.get("wall_seconds"),
-            "final_purity": (record.get("final_epoch") or {}).get("purity"),
-            "final_noise_share": (record.get("final_epoch") or {}).get("noise_share"),
+            "final_purity": (record.get("final_epoch") or {}).get(logkeys.PURITY),
+            "final_noise_share": (record.get("final_epoch") or {}).get(logkeys.NOISE_SHARE),
             "path": str(path.parent),
         })
     columns = ["dataset", "profile", "variant", "tag", "seed", *METRIC_COLUMNS, "device", "imagenet_weights",
@@ -117,13 +105,9 @@ def saved_features_metrics(run_path: str | Path, stage: str, num_query: int) -> 
     stage ``initial`` = the untrained network, ``final``; query rows first, then gallery)."""
     from .evaluate import retrieval_metrics
 
-    path = Path(run_path) / f"features_{stage}.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; only runs trained with save_features=True have it")
-    saved = np.load(path)
-    f, pids, camids = saved["features"], saved["pids"], saved["camids"]
+    f, pids, camids = RunFiles(run_path).features(stage)
     if not 0 < num_query < len(pids):
-        raise ValueError(f"num_query={num_query} must split the {len(pids)} saved rows of {path}")
+        raise ValueError(f"num_query={num_query} must split the {len(pids)} saved {stage} rows of {run_path}")
     q, g = slice(0, num_query), slice(num_query, None)
     return retrieval_metrics(f[q], pids[q], camids[q], f[g], pids[g], camids[g])
 

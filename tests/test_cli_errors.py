@@ -14,11 +14,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from pirid_lite import cli, trainer as trainer_lib
+from pirid_lite import cli
+from pirid_lite import losses as losses_lib
+from pirid_lite.training import TrainingState
 from pirid_lite.config import get_config
 from pirid_lite.data import UnreadableImageError, make_train_loader
 from pirid_lite.errors import UserError
-from pirid_lite.trainer import CHECKPOINT, LOG, METRICS, _first_nonfinite
+from pirid_lite.runfiles import CHECKPOINT, LOG, METRICS
+from pirid_lite.training import _first_nonfinite
 from pirid_lite.utils import REPO_ROOT, repo_relative
 
 from conftest import write_market_tree
@@ -182,7 +185,7 @@ def test_weights_file_that_is_not_a_run_checkpoint(capsys, tmp_path, finished_ru
     status, out, err = run_cli(capsys, "evaluate", "--checkpoint", str(bank), "--dataset", "tiny")
     assert_one_error_line(status, err, f"error: {bank} is not a pirid_lite run checkpoint: it has no "
                                        f"['epoch', 'config', 'model'] entries (found ['features', "
-                                       f"'label_camera']); expected a checkpoint.pt written by "
+                                       f"'fresh_centroids', 'label_camera']); expected a checkpoint.pt written by "
                                        f"`python -m pirid_lite train`")
 
 
@@ -221,15 +224,15 @@ def test_resume_with_a_different_config_lists_the_differences(capsys, tmp_path, 
 
 # ------------------------------------------------------------------ long runs
 def _nan_from_call(monkeypatch, name: str, first_bad_call: int) -> None:
-    """Make trainer.<name> (a loss function) return NaN from its ``first_bad_call``-th call on."""
-    real, calls = getattr(trainer_lib, name), []
+    """Make losses.<name> (a loss function of the recipe) return NaN from its ``first_bad_call``-th call on."""
+    real, calls = getattr(losses_lib, name), []
 
     def loss(*args, **kwargs):
         calls.append(1)
         value = real(*args, **kwargs)
         return value * float("nan") if len(calls) >= first_bad_call else value
 
-    monkeypatch.setattr(trainer_lib, name, loss)
+    monkeypatch.setattr(losses_lib, name, loss)
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(capsys, monkeypatch, tmp_path):
@@ -237,7 +240,7 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(capsys, monke
     out = tmp_path / "run"
     status, stdout, err = run_cli(capsys, *TRAIN, "--out", str(out))
     assert_one_error_line(status, err, (
-        f"error: epoch 2: the loss became non-finite (L_intra = nan); the run stopped without saving this "
+        f"error: epoch 2: the loss became non-finite (L_intra (Eq. 3) = nan); the run stopped without saving this "
         f"epoch, {out / CHECKPOINT} holds epoch 1 (complete) (try a lower --set lr=...)"))
     assert checkpoint_epochs(out) == 1
     assert len((out / LOG).read_text().splitlines()) == 1
@@ -254,7 +257,7 @@ def test_first_nonfinite_keeps_the_terms_of_the_first_bad_step():
 
 
 def test_interrupt_between_epochs_leaves_a_checkpoint_that_resumes(capsys, monkeypatch, tmp_path):
-    real_step, calls = trainer_lib.Trainer._train_step, []
+    real_step, calls = TrainingState.step, []
 
     def interrupted_step(self, *args):
         calls.append(1)
@@ -262,7 +265,7 @@ def test_interrupt_between_epochs_leaves_a_checkpoint_that_resumes(capsys, monke
             raise KeyboardInterrupt
         return real_step(self, *args)
 
-    monkeypatch.setattr(trainer_lib.Trainer, "_train_step", interrupted_step)
+    monkeypatch.setattr(TrainingState, "step", interrupted_step)
     out = tmp_path / "run"
     argv = [*TRAIN, "--out", str(out)]
     status, stdout, err = run_cli(capsys, *argv)
@@ -272,7 +275,7 @@ def test_interrupt_between_epochs_leaves_a_checkpoint_that_resumes(capsys, monke
     assert checkpoint_epochs(out) == 1 and not (out / METRICS).exists()
     assert_nothing_half_written(out)
 
-    monkeypatch.setattr(trainer_lib.Trainer, "_train_step", real_step)
+    monkeypatch.setattr(TrainingState, "step", real_step)
     resume_argv = shlex.split(err.split("resume with: ")[1])[3:]
     status, stdout, err = run_cli(capsys, *resume_argv)
     assert status == 0 and err == ""

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from pirid_lite import cli, results
+from pirid_lite.runfiles import run_dir
 from pirid_lite.config import PiridConfig, get_config
 from pirid_lite.errors import UserError
 
@@ -47,7 +48,7 @@ def test_evaluate_refuses_a_missing_checkpoint(tmp_path, capsys):
 
 def _fake_run(root, variant, seed, tag, m):
     cfg = get_config("cpu", variant=variant, seed=seed)
-    out = results.run_dir(root, "synthetic-small", "cpu", variant, seed, tag)
+    out = run_dir(root, "synthetic-small", "cpu", variant, seed, tag)
     out.mkdir(parents=True)
     (out / "metrics.json").write_text(json.dumps({
         "metrics": dict(zip(results.METRIC_COLUMNS, m)), "config": cfg.to_dict(), "wall_seconds": 1.0,
@@ -122,7 +123,8 @@ def test_reproduce_plan_runs_each_variant_its_seed_count_seed_by_seed():
 
     from pirid_lite.reproduce import TABLE2_SEEDS, plan
     runs = plan()
-    assert Counter(e.variant for e in runs) == Counter(TABLE2_SEEDS)
-    assert [e.seed for e in runs] == sorted(e.seed for e in runs)          # low seeds complete first
-    assert {(e.variant, e.seed) for e in runs if e.save_features} == {("pirid-1", 0), ("pirid", 0)}
-    assert len(plan(seeds=5)) == 25 and len({(e.variant, e.seed) for e in plan(seeds=5)}) == 25
+    assert Counter(e.cfg.variant for e in runs) == Counter(TABLE2_SEEDS)
+    assert [e.cfg.seed for e in runs] == sorted(e.cfg.seed for e in runs)          # low seeds complete first
+    assert {(e.cfg.variant, e.cfg.seed) for e in runs if e.save_features} == {("pirid-1", 0), ("pirid", 0)}
+    assert len(plan(seeds=5)) == 25 and len({(e.cfg.variant, e.cfg.seed) for e in plan(seeds=5)}) == 25
+    assert all(e.out.name == f"seed{e.cfg.seed}" and e.out.parent.name == e.cfg.variant for e in runs)

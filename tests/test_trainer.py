@@ -9,7 +9,9 @@ import torch
 
 from pirid_lite import datasets
 from pirid_lite.config import get_config
-from pirid_lite.trainer import CHECKPOINT, LOG, METRICS, Trainer, lr_factor
+from pirid_lite.runfiles import CHECKPOINT, LOG, METRICS
+from pirid_lite.trainer import Trainer
+from pirid_lite.training import lr_factor
 
 pytestmark = pytest.mark.slow
 

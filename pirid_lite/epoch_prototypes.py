@@ -1,0 +1,64 @@
+"""§2.3 at the start of a stage-2 epoch: the prototypes this epoch trains on.
+
+:func:`prototypes_for_epoch` is the one place that decides them, from the model, the data, the memory K and
+the config. The trainer, the notebooks and the calibration all call it (or its parts below), so there is
+one answer to "what did DBSCAN cluster, with which settings".
+
+What is clustered (``cfg.prototype_source``): the rows of K (``"memory"``, the paper's words) or the per-ID
+means of features extracted afresh in eval mode (``"fresh"``, one batched pass over the training images).
+How IDs are grouped follows the variant (:mod:`pirid_lite.variants`): DBSCAN, the hidden truth (oracle) or
+every row on its own (supervised).
+"""
+from __future__ import annotations
+
+import torch
+
+from . import data as data_lib
+from .config import PiridConfig
+from .evaluate import extract_features
+from .memory import IntraCameraMemory, id_centroids
+from .prototypes import Prototypes, form_prototypes, prototypes_from_groups
+from .variants import LabelSpace, policy
+
+
+def train_features(model: torch.nn.Module, dataset, cfg: PiridConfig, device: torch.device,
+                   items=None) -> torch.Tensor:
+    """Eval-mode, L2-normalised f(x) of the training images (all, or ``items``), in order, on ``device``."""
+    loader = data_lib.make_test_loader(dataset.train if items is None else items, cfg)
+    features, _, _ = extract_features(model, loader, device, amp=cfg.amp)
+    return features.to(device)
+
+
+def fresh_centroids(features: torch.Tensor, labels: LabelSpace) -> torch.Tensor:
+    """(N, d) per-ID means of the training features (:func:`train_features`): ``prototype_source="fresh"``."""
+    return id_centroids(features, torch.as_tensor(labels.image_labels, device=features.device), labels.num_ids)
+
+
+def clustering_input(model: torch.nn.Module, dataset, memory: IntraCameraMemory, cfg: PiridConfig,
+                     labels: LabelSpace, device: torch.device, extract=train_features) -> torch.Tensor:
+    """What §2.3 clusters this epoch: K's rows or the fresh per-ID centroids (``cfg.prototype_source``).
+    ``extract`` computes the training features (a distributed run passes a sharded one)."""
+    if cfg.prototype_source == "fresh":
+        return fresh_centroids(extract(model, dataset, cfg, device), labels)
+    return memory.features.detach()
+
+
+def group_ids(bank: torch.Tensor, cfg: PiridConfig, labels: LabelSpace, dataset) -> Prototypes:
+    """The variant's grouping of the N rows of ``bank`` into prototypes (K' starts at their centroids)."""
+    grouping = policy(cfg.variant).grouping
+    if grouping == "identity":  # every true identity is its own prototype
+        return prototypes_from_groups(bank, torch.arange(labels.num_ids, device=bank.device), keep_singletons=True)
+    if grouping == "truth":
+        truth = dataset.hidden_truth.reveal_per_label(reason=f"{cfg.variant} diagnostic variant")
+        return prototypes_from_groups(bank, torch.as_tensor(truth, device=bank.device))
+    if grouping == "dbscan":
+        return form_prototypes(bank, torch.as_tensor(labels.id_group, device=bank.device),
+                               eps=cfg.dbscan_eps, min_samples=cfg.dbscan_min_samples, metric=cfg.cluster_metric,
+                               cannot_link=cfg.cannot_link, k1=cfg.jaccard_k1, k2=cfg.jaccard_k2)
+    raise ValueError(f"variant {cfg.variant!r} has no stage 2, so it forms no prototypes")
+
+
+def prototypes_for_epoch(model: torch.nn.Module, dataset, memory: IntraCameraMemory, cfg: PiridConfig,
+                         labels: LabelSpace, device: torch.device, extract=train_features) -> Prototypes:
+    """§2.3: the prototypes of this stage-2 epoch (``assignment`` = S', ``centroids`` = K' init)."""
+    return group_ids(clustering_input(model, dataset, memory, cfg, labels, device, extract), cfg, labels, dataset)

@@ -1,0 +1,38 @@
+"""The keys of a run's per-epoch log (``log.jsonl``), defined once.
+
+The trainer writes them, and plots and tables read them by these names only. ``tests/test_logkeys.py``
+trains every variant and fails if a plot or table asks for a key that no run writes.
+"""
+from __future__ import annotations
+
+# every epoch
+EPOCH = "epoch"
+STAGE = "stage"                      # 1 = L_intra only, 2 = all losses on prototypes (§2.4)
+LR = "lr"
+SAMPLED_BY = "sampled_by"            # what the P-K sampler grouped by: "intra-id" or "prototype"
+SECONDS = "seconds"                  # wall time since the run started
+LOSS_TOTAL = "loss_total"            # L of Eq. 7, mean over the epoch's steps
+INTRA_ACCURACY = "intra_accuracy"    # share of images whose own-camera memory row scores highest (Eq. 2)
+FALLBACK_INTRA_ONLY = "fallback_intra_only"  # a stage-2 epoch where DBSCAN found no prototype
+
+
+def loss_key(term: str) -> str:
+    """Log key of a loss term of the recipe (``pirid_lite.losses.LOSS_RECIPE``), e.g. ``loss_intra``."""
+    return f"loss_{term}"
+
+
+# stage-2 epochs: the prototypes against the hidden truth (logged only, never trained on)
+NUM_PROTOTYPES = "num_prototypes"
+NOISE_SHARE = "noise_share"
+PURITY = "purity"
+PAIRWISE_PRECISION = "pairwise_precision"
+PAIRWISE_RECALL = "pairwise_recall"
+PAIRWISE_F = "pairwise_f"
+NUM_TRUE_IDENTITIES = "num_true_identities"
+MEMORY_NN_ACCURACY = "memory_nn_accuracy"  # cross-camera nearest-neighbour accuracy of K's rows
+
+PROTOTYPE_QUALITY = (PURITY, PAIRWISE_PRECISION, PAIRWISE_RECALL, PAIRWISE_F, NUM_PROTOTYPES,
+                     NUM_TRUE_IDENTITIES, NOISE_SHARE)
+
+# retrieval, in the log when eval_every > 0 and in metrics.json
+RETRIEVAL = ("R1", "R5", "R10", "mAP")

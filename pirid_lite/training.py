@@ -1,0 +1,201 @@
+"""The machinery of one optimisation step and one epoch of §2.4, separate from the run around it.
+
+:class:`TrainingState` holds what a step changes — the network, Adam, the §3.1 schedule, the AMP scaler
+and the intra-camera memory K — and can save and restore itself. :meth:`TrainingState.step` is one step:
+forward (autocast on CUDA), the loss recipe (:data:`pirid_lite.losses.LOSS_RECIPE`), backward, Adam, then
+Eq. 1 on K (and on K' in stage 2). :func:`run_epoch` runs the steps of an epoch without a host sync per step.
+"""
+from __future__ import annotations
+
+import math
+import random
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import data as data_lib
+from . import logkeys
+from .config import PiridConfig
+from .errors import user_error_from
+from .losses import LOSS_RECIPE, StepInputs, loss_terms, total_loss
+from .memory import IntraCameraMemory, PrototypeMemory
+from .model import build_model
+from .runfiles import load_weights
+from .tensor_pipeline import TensorTrainLoader
+from .utils import seed_everything
+from .variants import LabelSpace, VariantPolicy
+
+
+def lr_factor(epoch: int, cfg: PiridConfig) -> float:
+    """Learning-rate multiplier of 0-based ``epoch`` (§3.1): linear warm-up, then ÷10 at each milestone."""
+    if epoch < cfg.warmup_epochs:
+        return cfg.warmup_start_factor + (1.0 - cfg.warmup_start_factor) * epoch / cfg.warmup_epochs
+    return cfg.lr_gamma ** sum(epoch >= milestone for milestone in cfg.lr_milestones)
+
+
+class Stage2(NamedTuple):
+    """A stage-2 epoch's prototypes on the training device: S' per memory row and the memory K'."""
+
+    assignment: torch.Tensor       # (N,) prototype of each memory row, −1 = noise
+    memory: PrototypeMemory
+
+
+def rng_state() -> dict[str, Any]:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class TrainingState:
+    cfg: PiridConfig
+    device: torch.device
+    model: torch.nn.Module
+    train_model: torch.nn.Module          # the model, or its torch.compile wrapper (cfg.compile)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    memory: IntraCameraMemory
+
+    @classmethod
+    def build(cls, cfg: PiridConfig, labels: LabelSpace, device: torch.device) -> "TrainingState":
+        """Seed, then the §2.2 network, Adam with the §3.1 schedule and an empty memory K (not initialised)."""
+        seed_everything(cfg.seed)
+        with user_error_from(ValueError, FileNotFoundError):  # unsupported arch, bad `pretrained` file
+            model = build_model(cfg).to(device)
+        if uses_channels_last(device):
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                     weight_decay=cfg.weight_decay)
+        use_amp, amp_dtype = amp_settings(cfg, device)
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+        memory = IntraCameraMemory(torch.as_tensor(labels.id_group), model.feature_dim,
+                                   momentum=cfg.memory_momentum, temperature=cfg.temperature,
+                                   renormalize=cfg.memory_renormalize).to(device)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
+        train_model = torch.compile(model) if cfg.compile else model
+        return cls(cfg, device, model, train_model, optimizer, scheduler, scaler, memory)
+
+    # ------------------------------------------------------------------ persistence
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "memory": self.memory.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(), "rng": rng_state()}
+
+    def load_state_dict(self, state: dict[str, Any], path) -> None:
+        load_weights(self.model, state["model"], path, self.cfg.arch)
+        self.memory.load_state_dict(state["memory"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+
+    # ------------------------------------------------------------------ one step
+    def step(self, images: torch.Tensor, labels: torch.Tensor, stage2: Stage2 | None,
+             variant: VariantPolicy) -> torch.Tensor:
+        """One optimisation step on a batch whose images have memory rows ``labels``; returns the recipe's
+        terms (0 where unused), L and the number of images Eq. 2 ranks right, without a host sync."""
+        images = images.to(self.device, non_blocking=True)
+        if uses_channels_last(self.device):
+            images = images.contiguous(memory_format=torch.channels_last)
+        groups = self.memory.label_camera[labels]  # softmax group of each image (its camera for ICS)
+        use_amp, amp_dtype = amp_settings(self.cfg, self.device)
+        with torch.autocast(self.device.type, dtype=amp_dtype, enabled=use_amp):
+            g, f = self.train_model(images)
+        g, f = g.float(), f.float()
+        log_probs = self.memory.log_probs(f, groups)
+        image_prototypes = stage2.assignment[labels] if stage2 is not None else None
+        inputs = StepInputs(g, f, log_probs, labels, groups, image_prototypes,
+                            stage2.memory if stage2 is not None else None, self.cfg.triplet_margin)
+        terms = loss_terms(inputs, 2 if stage2 is not None else 1, variant.uses)
+        loss = total_loss(*terms.values())
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.memory.update(f.detach(), labels)
+        if stage2 is not None:
+            stage2.memory.update(f.detach(), image_prototypes)
+        zero = torch.zeros((), device=self.device)
+        correct = (log_probs.detach().argmax(dim=1) == labels).sum()
+        return torch.stack([*(zero if t is None else t.detach() for t in terms.values()), loss.detach(),
+                            correct.to(loss.dtype)])
+
+
+def uses_channels_last(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+def amp_settings(cfg: PiridConfig, device: torch.device) -> tuple[bool, torch.dtype]:
+    """``(enabled, dtype)`` of autocast: CUDA only, bf16 where supported, else fp16 (with a GradScaler)."""
+    use_amp = cfg.amp and device.type == "cuda"
+    return use_amp, torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+
+
+# --------------------------------------------------------------------------- one epoch
+def load_train_images(cfg: PiridConfig, dataset, device: torch.device) -> torch.Tensor | None:
+    """The decoded training set on ``device`` for the in-memory pipeline, or None for the DataLoader."""
+    if cfg.input_pipeline == "tensor" or (cfg.input_pipeline == "auto" and device.type == "cuda"):
+        return data_lib.load_image_tensor(dataset.train, cfg.height, cfg.width).to(device)
+    return None
+
+
+def epoch_loader(cfg: PiridConfig, dataset, labels: LabelSpace, epoch: int, stage2: Stage2 | None,
+                 train_images: torch.Tensor | None):
+    """The epoch's batches of P IDs × K images — by memory row, or in stage 2 optionally by prototype
+    (``cfg.stage2_sampling``) — and what it samples by (``"intra-id"`` or ``"prototype"``)."""
+    sample_by, sampled_by = labels.image_labels, "intra-id"
+    if stage2 is not None and cfg.stage2_sampling == "prototype":
+        by_prototype = stage2.assignment.cpu().numpy()[labels.image_labels]
+        found = len(np.unique(by_prototype[by_prototype >= 0]))
+        if found >= cfg.num_ids_per_batch:
+            sample_by, sampled_by = by_prototype, "prototype"
+        else:  # a P-K batch needs P distinct prototypes; DBSCAN may merge nearly everything
+            warnings.warn(f"epoch {epoch + 1}: only {found} prototypes for P={cfg.num_ids_per_batch} "
+                          "prototypes per batch; this epoch samples by intra-camera ID instead")
+    num_batches = cfg.iters_per_epoch or max(1, len(dataset.train) // cfg.batch_size)
+    seed = cfg.seed * 100_003 + epoch
+    if train_images is not None:
+        return TensorTrainLoader(train_images, dataset.train, sample_by, cfg, seed, num_batches), sampled_by
+    return data_lib.make_train_loader(dataset.train, sample_by, cfg, seed=seed, epoch_batches=num_batches), sampled_by
+
+
+def _first_nonfinite(kept: torch.Tensor, terms: torch.Tensor) -> torch.Tensor:
+    """``kept`` until a step has a non-finite loss term, then that step's terms; no host sync."""
+    return torch.where(torch.isfinite(kept).all() & ~torch.isfinite(terms).all(), terms, kept)
+
+
+def run_epoch(state: TrainingState, loader, image_labels: torch.Tensor, stage2: Stage2 | None,
+              variant: VariantPolicy, on_nonfinite: Callable[[dict[str, float]], Exception],
+              desc: str = "", progress: bool = True) -> dict[str, float]:
+    """The steps of one epoch; returns the mean of every loss term (``loss_<name>``), ``loss_total`` and
+    ``intra_accuracy``. A non-finite loss raises ``on_nonfinite(terms of the first bad step)``."""
+    num_terms = len(LOSS_RECIPE)
+    state.model.train()
+    sums = torch.zeros(num_terms + 2, device=state.device)   # terms..., L, Eq. 2 correct
+    first_bad = torch.zeros(num_terms, device=state.device)  # terms of the first step with a non-finite one
+    seen = 0
+    for images, _, _, index in tqdm(loader, desc=desc, leave=False, disable=not progress):
+        step = state.step(images, image_labels[index.to(state.device, non_blocking=True)], stage2, variant)
+        sums += step.detach()
+        first_bad = _first_nonfinite(first_bad, step[:num_terms])
+        seen += len(index)
+    if not torch.isfinite(sums[:num_terms + 1]).all():  # a non-finite step leaves its sum non-finite: one check
+        raise on_nonfinite({term.paper: value for term, value in zip(LOSS_RECIPE, first_bad.tolist())
+                            if not math.isfinite(value)})
+    means = (sums / max(1, len(loader))).tolist()
+    record = {logkeys.loss_key(term.name): mean for term, mean in zip(LOSS_RECIPE, means)}
+    record[logkeys.LOSS_TOTAL] = means[num_terms]
+    record[logkeys.INTRA_ACCURACY] = sums[num_terms + 1].item() / max(1, seen)
+    return record
