@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     rep = sub.add_parser("reproduce", parents=[common],
-                         help="run every experiment behind Tables 1-2 and FINDINGS.md")
+                         help="run every experiment behind Tables 1-2 and results/FINDINGS.md")
     rep.add_argument("--out", default="results", help="results root (default results)")
     rep.add_argument("--seeds", type=int, default=None,
                      help="seeds for every variant (default: pirid_lite.reproduce.TABLE2_SEEDS per variant)")

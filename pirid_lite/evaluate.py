@@ -1,4 +1,4 @@
-"""Retrieval evaluation (DESIGN.md §3): features, cosine distances, CMC and mAP (Market-1501 protocol).
+"""Retrieval evaluation (docs/DESIGN.md §3): features, cosine distances, CMC and mAP (Market-1501 protocol).
 
 Protocol, for every query: gallery images with the query's identity **and** camera are removed ("junk");
 the remaining gallery images with the query's identity are its true matches; a query without any true match
@@ -126,7 +126,7 @@ def _identity_groups(q_pids: torch.Tensor, g_pids: torch.Tensor) -> tuple[torch.
 
 def find_true_matches(distmat: torch.Tensor, q_pids: torch.Tensor, g_pids: torch.Tensor,
                       q_camids: torch.Tensor, g_camids: torch.Tensor) -> TrueMatches:
-    """Junk and true matches of every query (DESIGN.md §3), in stable distance order (small tensors only)."""
+    """Junk and true matches of every query (docs/DESIGN.md §3), in stable distance order (small tensors only)."""
     num_q, num_g = distmat.shape
     order, start, size = _identity_groups(q_pids, g_pids)
     slot = torch.arange(max(int(size.max()), 1))
@@ -250,7 +250,7 @@ def _cmc_and_map(ranks: torch.Tensor, num_valid: torch.Tensor, max_rank: int) ->
 def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50, *,
                   device: str | torch.device | None = None,
                   chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> tuple[np.ndarray, float]:
-    """CMC and mAP under the Market-1501 protocol (DESIGN.md §3; module docstring for details).
+    """CMC and mAP under the Market-1501 protocol (docs/DESIGN.md §3; module docstring for details).
 
     Inputs are array-likes: ``distmat (num_query, num_gallery)`` (smaller = more similar), pids and camids of
     shape ``(num_query,)`` / ``(num_gallery,)``. Returns ``(cmc, mAP)`` as fractions: ``cmc[k]`` = share of

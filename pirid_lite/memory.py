@@ -67,7 +67,7 @@ def _check_features(features: torch.Tensor, dim: int, name: str) -> None:
 def id_centroids(features: torch.Tensor, labels: torch.Tensor, num_ids: int) -> torch.Tensor:
     """(num_ids, d): the L2-normalised mean of the L2-normalised features of each ID's images.
 
-    K's initial value (DESIGN.md §2) and, with ``prototype_source="fresh"``, the input of §2.3's DBSCAN.
+    K's initial value (docs/DESIGN.md §2) and, with ``prototype_source="fresh"``, the input of §2.3's DBSCAN.
     Every ID must have at least one image."""
     labels = torch.as_tensor(labels, device=features.device).long()
     counts = torch.bincount(labels, minlength=num_ids)
@@ -109,7 +109,7 @@ class IntraCameraMemory(nn.Module):
 
     @torch.no_grad()
     def initialize(self, features: torch.Tensor, labels: torch.Tensor) -> None:
-        """K[j] ← normalised mean of the L2-normalised features of ID j's images (DESIGN.md §2)."""
+        """K[j] ← normalised mean of the L2-normalised features of ID j's images (docs/DESIGN.md §2)."""
         _check_features(features, self.features.shape[1], "IntraCameraMemory.initialize")
         labels = torch.as_tensor(labels, device=self.features.device).long()
         in_range = labels.numel() > 0 and labels.min() >= 0 and labels.max() < self.num_ids

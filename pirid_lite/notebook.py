@@ -4,6 +4,10 @@
 ``make test`` uses: the ``test`` profile, fewer epochs, runs written to a temporary folder).
 ``PIRID_DATASET`` / ``PIRID_DATA_ROOT``: a real dataset instead of the synthetic ``small`` benchmark.
 On a CUDA machine the full-training notebook switches to the ``paper`` profile.
+
+Also here: :func:`show_interactive` (a view with knobs in JupyterLab, the default view elsewhere),
+:func:`train_or_reuse` (a committed run instead of a new training in full mode) and the FLOP-scaled cost
+estimate of notebook 04 (:func:`forward_gflops`, :func:`flop_scaled_estimate`).
 """
 from __future__ import annotations
 
@@ -123,3 +127,72 @@ def train_or_reuse(nb: NotebookSettings, cfg: PiridConfig, dataset, scratch_name
     trainer_kwargs.setdefault("progress", False)
     trainer_kwargs.setdefault("log", lambda line: None)
     return out, Trainer(cfg, dataset, out, **trainer_kwargs).fit()
+
+
+# --------------------------------------------------------------------------- cost of a configuration
+def images_per_run(cfg: PiridConfig, train_images: int) -> int:
+    """Training images that go through the network in a run of ``cfg`` on ``train_images`` images
+    (epochs × batches × batch size; an epoch is ``iters_per_epoch`` or ⌊train_images / batch size⌋ batches)."""
+    batches = cfg.iters_per_epoch or max(1, train_images // cfg.batch_size)
+    return cfg.epochs * batches * cfg.batch_size
+
+
+def forward_gflops(cfg: PiridConfig) -> float:
+    """GFLOPs of one forward pass of ``cfg``'s network on one ``height × width`` image, counted by
+    ``torch.utils.flop_counter`` (random weights: the count does not depend on them)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .model import build_model
+
+    model = build_model(cfg.replace(pretrained=None)).eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(torch.zeros(1, 3, cfg.height, cfg.width))
+    return counter.get_total_flops() / 1e9
+
+
+@dataclass(frozen=True)
+class FlopScaledEstimate:
+    """How long ``target`` would train on ``dataset`` on the machine where ``measured`` ran at
+    ``measured_rate`` images/s, assuming time per image scales with forward FLOPs (an estimate, not a
+    measurement: real throughput does not scale exactly with FLOPs)."""
+
+    target: PiridConfig
+    dataset: str
+    train_images: int
+    measured: PiridConfig
+    measured_rate: float       # training images per second, end to end
+    measured_on: str           # the device description of the measurement
+    flop_ratio: float          # forward FLOPs of target / of measured, per image
+
+    @property
+    def images_seen(self) -> int:
+        return images_per_run(self.target, self.train_images)
+
+    @property
+    def hours(self) -> float:
+        return self.images_seen * self.flop_ratio / self.measured_rate / 3600
+
+    def describe(self) -> str:
+        t, m = self.target, self.measured
+        return (f"GPU configuration: profile={t.profile}, {t.arch} at {t.height}x{t.width}, dataset {self.dataset} "
+                f"({self.train_images} training images), {t.epochs} epochs = {self.images_seen} training images\n"
+                f"one forward pass costs {self.flop_ratio:.1f}x the FLOPs of this run's {m.arch} at "
+                f"{m.height}x{m.width}\n"
+                f"estimate (basis: {self.measured_rate:.1f} images/s measured above on {self.measured_on}, scaled by "
+                f"the FLOP ratio): about {self.hours:.0f} h for the GPU configuration on this machine; a GPU run "
+                f"prints its own measured rate and wall time")
+
+
+def flop_scaled_estimate(measured: PiridConfig, measured_rate: float, measured_on: str, profile: str = "paper",
+                         dataset: str = "market") -> FlopScaledEstimate:
+    """:class:`FlopScaledEstimate` of the ``profile`` configuration on the synthetic preset ``dataset``
+    (its training-set size is fixed by the preset), from a run of ``measured`` at ``measured_rate``."""
+    from .datasets.synthetic import PRESETS
+
+    target = get_config(profile)
+    train_images = PRESETS[dataset].train_images
+    if train_images is None:
+        raise ValueError(f"the synthetic preset {dataset!r} has no fixed number of training images")
+    return FlopScaledEstimate(target, dataset, train_images, measured, measured_rate, measured_on,
+                              forward_gflops(target) / forward_gflops(measured))

@@ -1,10 +1,31 @@
-"""Figures for the notebooks and the README. Every function returns a matplotlib Figure and, given
-``path``, also saves it (PNG at 150 dpi; any suffix matplotlib knows)."""
+"""Figures for the notebooks and the README. Every ``plot_*``/figure function returns a matplotlib Figure
+and, given ``path``, also saves it (PNG at 150 dpi; any suffix matplotlib knows). :func:`epoch_table` and
+:func:`quality_summary` are the text that goes with them.
+
+A run's per-epoch log (``log.jsonl``, :meth:`pirid_lite.runfiles.RunFiles.log`) is read by the names of
+:mod:`pirid_lite.logkeys` only; :data:`LOG_KEYS_READ` lists every key a function here reads.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+from . import logkeys
+from .losses import LOSS_TERMS
+
+R1, R5, R10, MAP = logkeys.RETRIEVAL                      # logged every ``eval_every`` epochs (when > 0)
+LOSS_KEYS = tuple(logkeys.loss_key(term) for term in LOSS_TERMS)   # loss_intra, loss_inter_id, loss_triplet
+PROTOTYPE_STATS = (logkeys.NUM_PROTOTYPES, logkeys.NOISE_SHARE, logkeys.PURITY, logkeys.PAIRWISE_F)
+PROTOTYPE_QUALITY_SHOWN = (logkeys.PURITY, logkeys.PAIRWISE_F, logkeys.NOISE_SHARE, logkeys.MEMORY_NN_ACCURACY)
+EPOCH_TABLE_COLUMNS = (logkeys.EPOCH, logkeys.STAGE, logkeys.LR, *LOSS_KEYS, *PROTOTYPE_STATS,
+                       logkeys.MEMORY_NN_ACCURACY, MAP, logkeys.SECONDS)
+
+# every log key a function of this module reads (a test checks that real runs write each of them)
+LOG_KEYS_READ: tuple[str, ...] = tuple(dict.fromkeys((
+    logkeys.EPOCH, logkeys.STAGE, logkeys.LR, logkeys.SECONDS, *LOSS_KEYS, logkeys.INTRA_ACCURACY,
+    *PROTOTYPE_STATS, logkeys.PAIRWISE_PRECISION, logkeys.PAIRWISE_RECALL, logkeys.NUM_TRUE_IDENTITIES,
+    logkeys.MEMORY_NN_ACCURACY, MAP, R1)))
 
 
 def camera_sample_grid(dataset, n_identities: int = 6, path=None, seed: int = 0):
@@ -37,30 +58,104 @@ def camera_sample_grid(dataset, n_identities: int = 6, path=None, seed: int = 0)
     fig.tight_layout()
     _save(fig, path)
     return fig
+def person_across_cameras(dataset, person: int, max_images: int = 10, path=None):
+    """All training images of one hidden ``person`` (up to ``max_images``), sorted by camera, then by the
+    global intra-camera ID j each carries (the hidden truth is read for display only)."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    truth = dataset.hidden_truth.reveal_per_image(reason="person browser (display only)")
+    cams = np.array([item.camid for item in dataset.train])
+    labels = np.array([item.label for item in dataset.train])
+    mine = np.flatnonzero(truth == person)
+    shown = mine[np.lexsort((labels[mine], cams[mine]))][:max_images]
+    fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(1.1 * max(1, len(shown)), 2.5), squeeze=False)
+    for ax in axes[0]:
+        ax.axis("off")
+    for ax, i in zip(axes[0], shown):
+        ax.imshow(Image.open(dataset.train[i].path).convert("RGB"))
+        ax.set_title(f"cam {cams[i] + 1}\nj = {labels[i]}", fontsize=8)
+    fig.suptitle(f"hidden person {person}", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
 # ---------------------------------------------------------------------------------------------------
 # Training, prototype and Figure 3 plots (used by the notebooks; data comes from pirid_lite runs).
 
+def epoch_table(log: "pd.DataFrame") -> "pd.DataFrame":
+    """The columns of a run's per-epoch log a reader wants — epoch, stage, learning rate, the loss terms,
+    the prototype statistics, memory NN accuracy, mAP and the cumulative seconds (those the log has) —
+    formatted for display: lr in scientific notation (a value like 3.5e-04 would round to 0.0), counts
+    as integers, the other values to 3 decimals and seconds to 1."""
+    import pandas as pd
+
+    table = log[[c for c in EPOCH_TABLE_COLUMNS if c in log]].copy()
+    for col in table:
+        if col == logkeys.LR:
+            table[col] = table[col].map(lambda v: "" if pd.isna(v) else f"{v:.1e}")
+        elif col in (logkeys.EPOCH, logkeys.STAGE, logkeys.NUM_PROTOTYPES):
+            table[col] = table[col].astype("Int64")
+        elif col == logkeys.SECONDS:
+            table[col] = table[col].round(1)
+        else:
+            table[col] = table[col].astype(float).round(3)
+    return table.reset_index(drop=True)
+
+
+def quality_summary(quality) -> str:
+    """One line for a prototype-quality record (a dict from :func:`pirid_lite.prototypes.prototype_quality`
+    or a stage-2 row of a log): prototypes against true people, noise, purity, pairwise P/R/F and, when
+    present, the memory's cross-camera NN accuracy."""
+    def get(key):
+        value = quality.get(key) if hasattr(quality, "get") else None
+        return None if value is None or value != value else value  # None or NaN: not there
+
+    count, people = get(logkeys.NUM_PROTOTYPES), get(logkeys.NUM_TRUE_IDENTITIES)
+    parts = [("no" if count is None else f"{count:.0f}") + " prototypes" + (f" for {people:.0f} people" if people else "")]
+    named = ((logkeys.NOISE_SHARE, "noise"), (logkeys.PURITY, "purity"),
+             (logkeys.PAIRWISE_PRECISION, "pairwise precision"), (logkeys.PAIRWISE_RECALL, "recall"),
+             (logkeys.PAIRWISE_F, "F"), (logkeys.MEMORY_NN_ACCURACY, "memory NN accuracy"))
+    parts += [f"{name} {get(key):.3f}" for key, name in named if get(key) is not None]
+    return ", ".join(parts)
+
+
 def plot_training_curves(log: "pd.DataFrame", title: str = "", path=None):
-    """Per-epoch curves of a run's ``log.jsonl``: the three losses, prototypes/noise, purity, mAP."""
+    """Per-epoch curves of a run's ``log.jsonl``: the loss terms, prototypes, prototype quality, retrieval."""
     import matplotlib.pyplot as plt
 
-    panels = [("losses", ["loss_intra", "loss_inter_id", "loss_triplet"]),
-              ("prototypes", ["num_prototypes"]), ("prototype quality", ["purity", "pairwise_f", "noise_share"]),
-              ("retrieval (%)", ["mAP", "R1"])]
+    panels = [("losses", list(LOSS_KEYS)), ("prototypes", [logkeys.NUM_PROTOTYPES]),
+              ("prototype quality", [logkeys.PURITY, logkeys.PAIRWISE_F, logkeys.NOISE_SHARE]),
+              ("retrieval (%)", [MAP, R1])]
     panels = [(name, [c for c in cols if c in log]) for name, cols in panels]
     panels = [(name, cols) for name, cols in panels if cols and log[cols].notna().any().any()]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
     for ax, (name, cols) in zip(axes[0], panels):
         for col in cols:
-            rows = log[["epoch", col]].dropna()
-            ax.plot(rows["epoch"], rows[col], marker="o", ms=3, label=col)
-        stage2 = log.loc[log["stage"] == 2, "epoch"]
+            rows = log[[logkeys.EPOCH, col]].dropna()
+            ax.plot(rows[logkeys.EPOCH], rows[col], marker="o", ms=3, label=col)
+        stage2 = log.loc[log[logkeys.STAGE] == 2, logkeys.EPOCH]
         if len(stage2):
-            ax.axvspan(stage2.min() - 0.5, log["epoch"].max() + 0.5, color="0.92", zorder=0)
+            ax.axvspan(stage2.min() - 0.5, log[logkeys.EPOCH].max() + 0.5, color="0.92", zorder=0)
         ax.set_title(name)
         ax.set_xlabel("epoch")
         ax.legend(fontsize=8)
     fig.suptitle(title or "training (grey = stage 2: all three losses)")
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+def plot_intra_camera_learning(log: "pd.DataFrame", path=None):
+    """Stage 1 read from a run's log: L_intra (Eq. 3) and the intra-camera ID accuracy of the training
+    batches (is the top-scoring ID of the image's own camera its own? Eq. 2) per epoch."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    axes[0].plot(log[logkeys.EPOCH], log[logkeys.loss_key("intra")], marker="o")
+    axes[0].set(title="$L_{intra}$ (Eq. 3)", xlabel="epoch")
+    axes[1].plot(log[logkeys.EPOCH], log[logkeys.INTRA_ACCURACY], marker="o", color="tab:green")
+    axes[1].set(title="intra-camera ID accuracy (train batches)", xlabel="epoch", ylim=(0, 1))
     fig.tight_layout()
     _save(fig, path)
     return fig
@@ -108,20 +203,51 @@ def plot_tsne_panels(panels: dict, n_identities: int = 20, seed: int = 0, path=N
 
 
 def plot_eps_sweep(sweep: "pd.DataFrame", paper_eps: float = 0.6, path=None):
-    """Prototype statistics against DBSCAN's eps, one line per distance; the paper's 0.6 marked."""
+    """Prototype statistics against DBSCAN's eps, one line per distance (``sweep`` from
+    :func:`pirid_lite.prototypes.eps_sweep`); the paper's 0.6 marked."""
     import matplotlib.pyplot as plt
 
-    cols = [c for c in ("num_prototypes", "noise_share", "purity", "pairwise_f") if c in sweep]
+    cols = [c for c in PROTOTYPE_STATS if c in sweep]
     fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.2), squeeze=False)
     for ax, col in zip(axes[0], cols):
         for metric, rows in sweep.groupby("metric"):
             ax.plot(rows["eps"], rows[col], marker="o", ms=3, label=metric)
-        if col == "num_prototypes" and "num_true_identities" in sweep:
-            ax.axhline(sweep["num_true_identities"].iloc[0], color="k", ls=":", label="true identities")
+        if col == logkeys.NUM_PROTOTYPES and logkeys.NUM_TRUE_IDENTITIES in sweep:
+            ax.axhline(sweep[logkeys.NUM_TRUE_IDENTITIES].iloc[0], color="k", ls=":", label="true identities")
         ax.axvline(paper_eps, color="crimson", ls="--", lw=1, label="paper eps = 0.6")
         ax.set_xlabel("eps")
         ax.set_title(col)
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    _save(fig, path)
+    return fig
+
+
+def plot_prototype_setting(assignment, true_identity_per_id, sweep: "pd.DataFrame", eps: float, distance: str,
+                           cannot_link: bool = False, path=None):
+    """One DBSCAN setting on a bank of ID centroids. Left: its prototypes (``assignment`` = S') by size,
+    largest first, green when all member IDs are one hidden person (the truth is read for display only);
+    right: pairwise F and noise share of the eps ``sweep`` (:func:`pirid_lite.prototypes.eps_sweep`) for
+    ``distance``, with ``eps`` marked."""
+    import matplotlib.pyplot as plt
+
+    assignment = np.asarray(assignment)
+    truth = np.asarray(true_identity_per_id)
+    num_prototypes = int(assignment.max()) + 1 if (assignment >= 0).any() else 0
+    sizes = np.bincount(assignment[assignment >= 0], minlength=num_prototypes)
+    pure = np.array([len(np.unique(truth[assignment == y])) == 1 for y in range(num_prototypes)], dtype=bool)
+    order = np.argsort(-sizes, kind="stable")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    axes[0].bar(np.arange(len(order)), sizes[order], color=np.where(pure[order], "tab:green", "tab:red"), width=1.0)
+    axes[0].set(title=f"{num_prototypes} prototypes by size (green: one hidden person)",
+                xlabel="prototype (largest first)", ylabel="IDs")
+    curve = sweep[sweep["metric"] == distance]
+    axes[1].plot(curve["eps"], curve[logkeys.PAIRWISE_F], marker="o", label="pairwise F (eps sweep)")
+    axes[1].plot(curve["eps"], curve[logkeys.NOISE_SHARE], marker=".", label="noise share")
+    axes[1].axvline(eps, color="k", ls="--", lw=1)
+    axes[1].set(title=f"{distance} distance" + (" (sweep without cannot-link)" if cannot_link else ""),
+                xlabel="eps", ylim=(0, 1))
+    axes[1].legend(fontsize=8)
     fig.tight_layout()
     _save(fig, path)
     return fig
@@ -132,18 +258,18 @@ def plot_prototype_quality_by_setting(logs: "pd.DataFrame", path=None):
     (``logs`` from :func:`pirid_lite.results.epoch_logs`; the setting is the run's tag, '' = default)."""
     import matplotlib.pyplot as plt
 
-    cols = [c for c in ("num_prototypes", "noise_share", "purity", "pairwise_f") if c in logs]
-    stage2 = logs[logs["stage"] == 2].assign(setting=lambda d: d["tag"].replace("", "default"))
-    stats = stage2.groupby(["setting", "epoch"])[cols].agg(["mean", "std"])
+    cols = [c for c in PROTOTYPE_STATS if c in logs]
+    stage2 = logs[logs[logkeys.STAGE] == 2].assign(setting=lambda d: d["tag"].replace("", "default"))
+    stats = stage2.groupby(["setting", logkeys.EPOCH])[cols].agg(["mean", "std"])
     fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.2), squeeze=False)
     for ax, col in zip(axes[0], cols):
         for setting, rows in stats.groupby(level="setting"):
-            epochs = rows.index.get_level_values("epoch")
+            epochs = rows.index.get_level_values(logkeys.EPOCH)
             mean, std = rows[(col, "mean")], rows[(col, "std")].fillna(0.0)
             ax.plot(epochs, mean, marker="o", ms=3, label=setting)
             ax.fill_between(epochs, mean - std, mean + std, alpha=0.15)
-        if col == "num_prototypes" and "num_true_identities" in stage2:
-            ax.axhline(stage2["num_true_identities"].iloc[0], color="k", ls=":", label="true identities")
+        if col == logkeys.NUM_PROTOTYPES and logkeys.NUM_TRUE_IDENTITIES in stage2:
+            ax.axhline(stage2[logkeys.NUM_TRUE_IDENTITIES].iloc[0], color="k", ls=":", label="true identities")
         ax.set(xlabel="epoch", title=col)
         ax.legend(fontsize=8)
     fig.suptitle("prototypes against the hidden ground truth, per stage-2 epoch (mean ± std over seeds)")
@@ -152,28 +278,38 @@ def plot_prototype_quality_by_setting(logs: "pd.DataFrame", path=None):
     return fig
 
 
+def stage2_epochs(log: "pd.DataFrame") -> list[int]:
+    """The epochs of a run's log that formed prototypes (a stage-2 epoch with a logged clustering)."""
+    if logkeys.NUM_PROTOTYPES not in log:
+        return []
+    return [int(e) for e in log.loc[log[logkeys.NUM_PROTOTYPES].notna(), logkeys.EPOCH]]
+
+
 def plot_prototype_epoch(log: "pd.DataFrame", epoch: int, path=None):
     """One run's stage-2 prototype diagnostics (``log.jsonl`` as a DataFrame) over the epochs, with ``epoch``
-    marked: left, purity / pairwise F / noise share (and cross-camera NN accuracy when logged); right, the
-    number of prototypes against the number of true people."""
+    marked: left, purity / pairwise F / noise share and the memory's cross-camera NN accuracy (when
+    logged); right, the number of prototypes against the number of true people."""
     import matplotlib.pyplot as plt
 
-    stage2 = log[log["num_prototypes"].notna()] if "num_prototypes" in log else log.iloc[:0]
+    stage2 = log[log[logkeys.EPOCH].isin(stage2_epochs(log))]
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
-    for col in ("purity", "pairwise_f", "noise_share", "nn_accuracy"):
+    for col in PROTOTYPE_QUALITY_SHOWN:
         if col in stage2 and stage2[col].notna().any():
-            axes[0].plot(stage2["epoch"], stage2[col], marker="o", ms=3, label=col)
-            at = stage2.loc[stage2["epoch"] == epoch, col]
+            axes[0].plot(stage2[logkeys.EPOCH], stage2[col], marker="o", ms=3, label=col)
+            at = stage2.loc[stage2[logkeys.EPOCH] == epoch, col]
             if len(at):
                 axes[0].plot([epoch], at, marker="o", ms=9, mfc="none", mec="k")
     axes[0].set(title="prototype quality (hidden truth, log only)", xlabel="epoch", ylim=(0, 1.02))
-    axes[1].plot(stage2["epoch"], stage2["num_prototypes"], marker="o", ms=3, color="tab:purple", label="prototypes")
-    if "num_true_identities" in stage2 and stage2["num_true_identities"].notna().any():
-        axes[1].axhline(stage2["num_true_identities"].dropna().iloc[0], color="k", ls=":", label="true people")
+    if len(stage2):
+        axes[1].plot(stage2[logkeys.EPOCH], stage2[logkeys.NUM_PROTOTYPES], marker="o", ms=3, color="tab:purple",
+                     label="prototypes")
+    if logkeys.NUM_TRUE_IDENTITIES in stage2 and stage2[logkeys.NUM_TRUE_IDENTITIES].notna().any():
+        axes[1].axhline(stage2[logkeys.NUM_TRUE_IDENTITIES].dropna().iloc[0], color="k", ls=":", label="true people")
     axes[1].set(title="number of prototypes", xlabel="epoch")
     for ax in axes:
         ax.axvline(epoch, color="crimson", ls="--", lw=1)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     _save(fig, path)
     return fig

@@ -1,5 +1,5 @@
 """Tests of pirid_lite.evaluate: CMC/mAP against a naive pure-Python reference written here from the
-Market-1501 protocol (DESIGN.md §3), a hand-worked example, cosine distances and feature extraction."""
+Market-1501 protocol (docs/DESIGN.md §3), a hand-worked example, cosine distances and feature extraction."""
 from __future__ import annotations
 
 

@@ -1,4 +1,4 @@
-"""The synthetic multi-camera benchmark (DESIGN.md §4): determinism, Market-1501 layout and naming, split
+"""The synthetic multi-camera benchmark (docs/DESIGN.md §4): determinism, Market-1501 layout and naming, split
 structure (ICS-relevant: every train identity in >= 2 cameras, disjoint test identities, one query per
 (identity, camera), distractors and junk), preset sizes, and atomic / manifest-checked generation."""
 from __future__ import annotations

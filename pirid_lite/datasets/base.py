@@ -161,7 +161,7 @@ class ReIDDataset:
 
     def with_scrambled_truth(self, seed: int) -> "ReIDDataset":
         """A copy whose hidden truth is randomly permuted over the global IDs; train items, labels and
-        test splits are unchanged — an ICS run on it must be bit-identical (DESIGN.md §2, no leakage)."""
+        test splits are unchanged — an ICS run on it must be bit-identical (docs/DESIGN.md §2, no leakage)."""
         clone = copy.copy(self)
         clone.hidden_truth = self.hidden_truth.scrambled(seed)
         return clone
@@ -215,7 +215,7 @@ def _drop_special(split: str, records: Iterable[Record], source: str) -> list[Re
 
 
 def check_counts(dataset: ReIDDataset, expected: Mapping[str, Mapping[str, int]]) -> None:
-    """Warn, per split, when the loaded numbers differ from the published ones (DESIGN.md §4)."""
+    """Warn, per split, when the loaded numbers differ from the published ones (docs/DESIGN.md §4)."""
     found = dataset.summary()
     for split, counts in expected.items():
         for column, value in counts.items():

@@ -1,4 +1,4 @@
-"""Market-1501 and DukeMTMC-reID loaders (same folder layout, different file naming; DESIGN.md §4).
+"""Market-1501 and DukeMTMC-reID loaders (same folder layout, different file naming; docs/DESIGN.md §4).
 
 The synthetic benchmark is written in this layout too and read by :func:`load_market_layout`.
 """

@@ -1,4 +1,4 @@
-"""MSMT17 loader (V1: ``train/``, ``test/``; V2: ``mask_train_v2/``, ``mask_test_v2/``; DESIGN.md §4).
+"""MSMT17 loader (V1: ``train/``, ``test/``; V2: ``mask_train_v2/``, ``mask_test_v2/``; docs/DESIGN.md §4).
 
 Identities come from the list files (``relative/path.jpg pid``), cameras from the file name's third field
 (``0000_000_01_0303morning_0015_0.jpg`` → camera 1 of 1..15). Train = ``list_train.txt`` + ``list_val.txt``.

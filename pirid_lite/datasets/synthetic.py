@@ -1,4 +1,4 @@
-"""The embedded synthetic multi-camera pedestrian benchmark (DESIGN.md §4), in the Market-1501 layout.
+"""The embedded synthetic multi-camera pedestrian benchmark (docs/DESIGN.md §4), in the Market-1501 layout.
 
 An identity is a combination of attributes drawn from shared palettes (body shape, skin, hair, upper
 garment colour + pattern + sleeves, lower garment colour + type, shoes, bag), so any single attribute is
@@ -8,7 +8,7 @@ blur, noise, JPEG quality); ``camera_shift`` scales how far cameras are from eac
 difficulty knob. Per image: pose phase, viewpoint, box jitter, lighting, occasional occluders.
 
 Files are 128×64 (Market-1501's own file size) for `tiny` and `small`, 256×128 (the paper's input size,
-DESIGN.md §4) for `market`; the drawing is the same, resampled from a 256×128 canvas.
+docs/DESIGN.md §4) for `market`; the drawing is the same, resampled from a 256×128 canvas.
 
 Every image is drawn from a NumPy generator seeded by (seed, split, pid, camera, index), so the same preset
 and seed give the same bytes whatever the order or parallelism of generation.
@@ -81,7 +81,7 @@ PRESETS: dict[str, SyntheticSpec] = {
     "market": SyntheticSpec(num_train_ids=751, num_test_ids=750, num_cameras=6, cameras_per_id=(2, 6),
                             images_per_camera=(2, 6), num_distractors=2793, num_junk=3819,
                             train_images=12936, query_images=3368, gallery_files=19732,
-                            image_size=(256, 128)),  # DESIGN.md §4: the paper's input size
+                            image_size=(256, 128)),  # docs/DESIGN.md §4: the paper's input size
 }
 
 

@@ -1,0 +1,42 @@
+"""Log keys are defined once (pirid_lite.logkeys): every key a plot or table reads is written by a real run."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pirid_lite import datasets, logkeys, viz
+from pirid_lite.config import VARIANTS, get_config
+from pirid_lite.losses import LOSS_TERMS
+from pirid_lite.runfiles import LOG
+from pirid_lite.trainer import Trainer
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def written_keys(tmp_path_factory) -> set[str]:
+    """The union of the log keys of a short run of every variant (with an evaluation every epoch)."""
+    tiny = datasets.load("tiny", verbose=False)
+    keys: set[str] = set()
+    for variant in VARIANTS:
+        cfg = get_config("test", variant=variant, device="cpu", epochs=3, stage1_epochs=1, warmup_epochs=1,
+                         lr_milestones=(2,), iters_per_epoch=2, eval_every=1)
+        out = tmp_path_factory.mktemp(variant)
+        Trainer(cfg, tiny, out, progress=False, log=lambda _: None).fit()
+        for line in (out / LOG).read_text().splitlines():
+            keys |= set(json.loads(line))
+    return keys
+
+
+def test_every_key_a_plot_reads_is_written_by_a_run(written_keys):
+    assert viz.LOG_KEYS_READ, "viz.LOG_KEYS_READ is empty: the plots must declare what they read"
+    assert set(viz.LOG_KEYS_READ) <= written_keys, sorted(set(viz.LOG_KEYS_READ) - written_keys)
+
+
+def test_the_declared_keys_are_the_written_ones(written_keys):
+    declared = {value for name, value in vars(logkeys).items() if name.isupper() and isinstance(value, str)}
+    declared |= {logkeys.loss_key(term) for term in LOSS_TERMS} | set(logkeys.RETRIEVAL)
+    # FALLBACK_INTRA_ONLY appears only when DBSCAN finds no prototype at all
+    assert written_keys - declared == set(), "a run writes a key that logkeys does not define"
+    assert declared - written_keys <= {logkeys.FALLBACK_INTRA_ONLY}
