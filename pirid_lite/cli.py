@@ -107,24 +107,51 @@ def _load_dataset(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)  # first: a bad --set fails before torch is imported
+    from . import distributed
     from .runfiles import CHECKPOINT, run_dir
     from .trainer import Trainer
     from .utils import resolve_device
 
+    ctx = distributed.init_from_env(cfg.device)  # torchrun: this rank's place; else a single process
+    cfg = cfg.replace(device=distributed.device_for(ctx, cfg.device))
     resolve_device(cfg.device)  # a bad --device fails before the dataset is read
     dataset = _load_dataset(args)
     out = Path(args.out) if args.out else run_dir("results", dataset.name, cfg.profile, cfg.variant, cfg.seed)
+    trainer = Trainer(cfg, dataset, out, progress=not args.no_progress, ctx=ctx)
+    resume_hint = _resume_command(args.argv)
     try:
-        result = Trainer(cfg, dataset, out, progress=not args.no_progress).fit(resume=args.resume)
+        with distributed.stop_on_sigterm(ctx):
+            result = trainer.fit(resume=args.resume, stop_after_epoch=args.stop_after_epoch)
     except KeyboardInterrupt:
         if args.debug or not (out / CHECKPOINT).exists():
             raise
-        argv = args.argv + ([] if "--resume" in args.argv else ["--resume"])
-        print(f"interrupted; resume with: {shlex.join(['python', '-m', 'pirid_lite', *argv])}", file=sys.stderr)
+        print(f"interrupted; resume with: {resume_hint}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(json.dumps(result["metrics"], indent=2))
-    print(f"run written to {out}")
+    except (distributed.RankStopped, distributed.CollectiveFailed) as error:
+        if args.debug:
+            raise
+        print(f"error: rank {ctx.rank} of {ctx.world_size}: {error}; {trainer.checkpoint_note()} — resume with "
+              f"--resume and the same number of processes", file=sys.stderr)
+        return EXIT_USER_ERROR
+    finally:
+        distributed.shutdown(ctx)
+    if ctx.is_main and "stopped_after_epoch" in result:
+        print(f"stopped after epoch {result['stopped_after_epoch']} as asked; resume with: {resume_hint}")
+    elif ctx.is_main:
+        print(json.dumps(result["metrics"], indent=2))
+        print(f"run written to {out}")
     return 0
+
+
+def _resume_command(argv: list[str]) -> str:
+    """The command that continues this training: the same arguments, ``--resume``, no early stop."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip or arg.startswith("--stop-after-epoch"):
+            skip = arg == "--stop-after-epoch"
+            continue
+        kept.append(arg)
+    return shlex.join(["python", "-m", "pirid_lite", *kept, *([] if "--resume" in kept else ["--resume"])])
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -245,6 +272,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE",
                        help="override any PiridConfig field, e.g. --set cluster_metric=cosine --set epochs=30")
     train.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    train.add_argument("--stop-after-epoch", type=int, default=None, metavar="N",
+                       help="stop after N epochs, as if killed there (the checkpoint resumes with --resume)")
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", parents=[common],

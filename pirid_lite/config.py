@@ -65,6 +65,8 @@ class PiridConfig:
     input_pipeline: str = "auto"         # "dataloader" | "tensor" (decoded uint8 set on the device, batched
                                          # augmentation there) | "auto" = tensor on CUDA, dataloader on CPU
     compile: bool = False                # torch.compile the model (CUDA)
+    sync_batchnorm: bool = True          # several CUDA processes (torchrun): BN statistics over the global
+                                         # batch, as on one GPU (pirid_lite.distributed); GPU only in torch
 
     # --- intra-camera memory (Eq. 1-3)
     memory_momentum: float = 0.05        # μ

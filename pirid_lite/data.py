@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision.transforms import v2
 from tqdm import tqdm
 
@@ -134,23 +134,52 @@ class PKSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         return iter(self.batches().reshape(-1).tolist())
 
+    def rank_batches(self, rank: int = 0, world_size: int = 1) -> np.ndarray:
+        """Rank ``rank``'s part of every batch of one plan: its P / world_size labels × K images (columns
+        of :meth:`batches`, which hold each label's K images side by side). Ranks' parts are disjoint."""
+        if self.p % world_size:
+            raise UserError(f"{world_size} processes cannot share a batch of P={self.p} identities "
+                            f"(num_ids_per_batch must be a multiple of the number of processes)")
+        width = self.p // world_size * self.k
+        return self.batches()[:, rank * width:(rank + 1) * width]
+
+
+class RankBatchSampler(Sampler[list[int]]):
+    """The batches of a :class:`PKSampler` as lists, restricted to one rank's part (all of it for one
+    process)."""
+
+    def __init__(self, sampler: PKSampler, rank: int = 0, world_size: int = 1) -> None:
+        self.sampler, self.rank, self.world_size = sampler, rank, world_size
+
+    def __len__(self) -> int:
+        return self.sampler.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.sampler.rank_batches(self.rank, self.world_size).tolist())
+
 
 def _loader_options(cfg) -> dict:
     workers = int(cfg.num_workers)
     return dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
 
 
-def make_train_loader(items: Sequence[Item], labels, cfg, seed: int = 0, epoch_batches: int | None = None
-                      ) -> DataLoader:
-    """Training DataLoader: batches of exactly P×K images sampled by ``labels`` (one per item; < 0 = skip)."""
+def make_train_loader(items: Sequence[Item], labels, cfg, seed: int = 0, epoch_batches: int | None = None,
+                      rank: int = 0, world_size: int = 1) -> DataLoader:
+    """Training DataLoader: batches of exactly P×K images sampled by ``labels`` (one per item; < 0 = skip);
+    with several processes, this rank's P/world_size identities of each batch of the same plan."""
     if len(labels) != len(items):
         raise ValueError(f"make_train_loader: {len(labels)} labels for {len(items)} items")
     transform = build_transforms(cfg.height, cfg.width, True, flip=cfg.flip, pad=cfg.pad,
                                  random_erasing=cfg.random_erasing)
     sampler = PKSampler(labels, cfg.num_ids_per_batch, cfg.num_instances, seed=seed, num_batches=epoch_batches)
-    generator = torch.Generator().manual_seed(seed)  # seeds the workers' augmentation RNGs
-    return DataLoader(ImageDataset(items, transform), batch_sampler=BatchSampler(sampler, cfg.batch_size, True),
+    generator = torch.Generator().manual_seed(augmentation_seed(seed, rank))  # the workers' augmentation RNGs
+    return DataLoader(ImageDataset(items, transform), batch_sampler=RankBatchSampler(sampler, rank, world_size),
                       generator=generator, **_loader_options(cfg))
+
+
+def augmentation_seed(seed: int, rank: int) -> int:
+    """Rank 0 (and a single process) augments with ``seed``; other ranks with their own stream."""
+    return seed + 1_000_003 * rank
 
 
 def make_test_loader(items: Sequence[Item], cfg) -> DataLoader:

@@ -11,10 +11,13 @@ every row on its own (supervised).
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from . import data as data_lib
 from .config import PiridConfig
+from .distributed import SINGLE_PROCESS, DistributedContext
 from .evaluate import extract_features
 from .memory import IntraCameraMemory, id_centroids
 from .prototypes import Prototypes, form_prototypes, prototypes_from_groups
@@ -59,6 +62,28 @@ def group_ids(bank: torch.Tensor, cfg: PiridConfig, labels: LabelSpace, dataset)
 
 
 def prototypes_for_epoch(model: torch.nn.Module, dataset, memory: IntraCameraMemory, cfg: PiridConfig,
-                         labels: LabelSpace, device: torch.device, extract=train_features) -> Prototypes:
-    """§2.3: the prototypes of this stage-2 epoch (``assignment`` = S', ``centroids`` = K' init)."""
-    return group_ids(clustering_input(model, dataset, memory, cfg, labels, device, extract), cfg, labels, dataset)
+                         labels: LabelSpace, device: torch.device, ctx: DistributedContext = SINGLE_PROCESS
+                         ) -> Prototypes:
+    """§2.3: the prototypes of this stage-2 epoch (``assignment`` = S', ``centroids`` = K' init).
+
+    With several processes the extraction is sharded over the ranks and gathered, the grouping (DBSCAN)
+    runs on rank 0 and its result is broadcast."""
+    bank = clustering_input(model, dataset, memory, cfg, labels, device, sharded_train_features(ctx))
+    if ctx.world_size == 1:
+        return group_ids(bank, cfg, labels, dataset)
+    prototypes = group_ids(bank, cfg, labels, dataset) if ctx.is_main else None
+    if prototypes is not None:  # pickled tensors keep their device: send them from the CPU
+        prototypes = dataclasses.replace(prototypes, assignment=prototypes.assignment.cpu(),
+                                         centroids=prototypes.centroids.cpu())
+    return ctx.broadcast(prototypes)
+
+
+def sharded_train_features(ctx: DistributedContext):
+    """:func:`train_features` split over the ranks and gathered (itself for a single process)."""
+    if ctx.world_size == 1:
+        return train_features
+
+    def extract(model, dataset, cfg, device):
+        mine = train_features(model, dataset, cfg, device, items=dataset.train[ctx.shard(len(dataset.train))])
+        return ctx.gather_uneven(mine)
+    return extract

@@ -14,6 +14,7 @@ SECONDS = "seconds"                  # wall time since the run started
 LOSS_TOTAL = "loss_total"            # L of Eq. 7, mean over the epoch's steps
 INTRA_ACCURACY = "intra_accuracy"    # share of images whose own-camera memory row scores highest (Eq. 2)
 FALLBACK_INTRA_ONLY = "fallback_intra_only"  # a stage-2 epoch where DBSCAN found no prototype
+RANK_DIGESTS = "rank_digests"        # several processes: each rank's hash of weights, K and S' (all equal)
 
 
 def loss_key(term: str) -> str:

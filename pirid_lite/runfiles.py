@@ -105,8 +105,14 @@ def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
 class RunFiles:
     """The files of the run in folder ``path`` (see the module docstring)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, writable: bool = True) -> None:
         self.path = Path(path)
+        self.writable = writable  # False on ranks > 0 of a distributed run: only rank 0 writes
+
+    def _target(self, name: str) -> Path:
+        if not self.writable:
+            raise RuntimeError(f"{self.path / name}: this process may not write the run's files (only rank 0 does)")
+        return self.path / name
 
     def __repr__(self) -> str:
         return f"RunFiles({str(self.path)!r})"
@@ -126,29 +132,29 @@ class RunFiles:
 
     # ------------------------------------------------------------------ writes
     def write_config(self, cfg: PiridConfig, provenance: dict[str, Any]) -> None:
-        atomic_write_json(self.path / CONFIG, {"config": cfg.to_dict(), "provenance": provenance})
+        atomic_write_json(self._target(CONFIG), {"config": cfg.to_dict(), "provenance": provenance})
 
     def write_log(self, history: list[dict[str, Any]]) -> None:
-        atomic_write_text(self.path / LOG, "".join(json.dumps(record) + "\n" for record in history))
+        atomic_write_text(self._target(LOG), "".join(json.dumps(record) + "\n" for record in history))
 
     def write_checkpoint(self, state: dict[str, Any]) -> None:
-        atomic_torch_save(state, self.path / CHECKPOINT)
+        atomic_torch_save(state, self._target(CHECKPOINT))
 
     def write_metrics(self, result: dict[str, Any]) -> None:
-        atomic_write_json(self.path / METRICS, result)
+        atomic_write_json(self._target(METRICS), result)
 
     def write_memory_bank(self, features: torch.Tensor, label_camera: torch.Tensor,
                           fresh_centroids: torch.Tensor | None = None) -> None:
         bank = {"features": features.cpu(), "label_camera": label_camera.cpu()}
         if fresh_centroids is not None:
             bank["fresh_centroids"] = fresh_centroids.cpu()
-        atomic_torch_save(bank, self.path / MEMORY_BANK)
+        atomic_torch_save(bank, self._target(MEMORY_BANK))
 
     def write_features(self, stage: str, features: torch.Tensor, pids: np.ndarray, camids: np.ndarray) -> None:
         """Test-set features (float16) with pids/camids, query rows first (Figure 3)."""
         buffer = io.BytesIO()
         np.savez_compressed(buffer, features=features.numpy().astype(np.float16), pids=pids, camids=camids)
-        atomic_write_bytes(self.path / FEATURES.format(stage=stage), buffer.getvalue())
+        atomic_write_bytes(self._target(FEATURES.format(stage=stage)), buffer.getvalue())
 
     # ------------------------------------------------------------------ reads
     def checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:

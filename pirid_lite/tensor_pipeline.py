@@ -79,7 +79,8 @@ class TensorTrainLoader:
     """Yields ``(images, labels, camids, index)`` batches like the DataLoader, from a device-resident
     uint8 tensor of the whole training set and a :class:`pirid_lite.data.PKSampler` over ``sample_by``."""
 
-    def __init__(self, images_uint8: torch.Tensor, items, sample_by, cfg, seed: int, epoch_batches: int):
+    def __init__(self, images_uint8: torch.Tensor, items, sample_by, cfg, seed: int, epoch_batches: int,
+                 rank: int = 0, world_size: int = 1):
         self.images = images_uint8
         self.camids = torch.tensor([item.camid for item in items], device=images_uint8.device)
         self.labels = torch.tensor([item.label for item in items], device=images_uint8.device)
@@ -87,11 +88,12 @@ class TensorTrainLoader:
                                           num_batches=epoch_batches)
         self.augment = BatchAugment(cfg.flip, cfg.pad, cfg.random_erasing)
         self.generator = torch.Generator(device=images_uint8.device)
-        self.generator.manual_seed(seed)
+        self.generator.manual_seed(data_lib.augmentation_seed(seed, rank))
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         return self.sampler.num_batches
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        for batch in torch.as_tensor(self.sampler.batches(), device=self.images.device):
+        for batch in torch.as_tensor(self.sampler.rank_batches(self.rank, self.world_size), device=self.images.device):
             yield self.augment(self.images[batch], self.generator), self.labels[batch], self.camids[batch], batch

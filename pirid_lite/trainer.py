@@ -11,6 +11,7 @@ read it solely to *log* prototype quality, which never feeds back into training.
 """
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 from pathlib import Path
@@ -21,12 +22,13 @@ import torch
 from . import logkeys
 from .config import PiridConfig
 from .diagnostics import prototype_diagnostics
-from .epoch_prototypes import fresh_centroids, prototypes_for_epoch, train_features
+from .distributed import SINGLE_PROCESS, DistributedContext
+from .epoch_prototypes import fresh_centroids, prototypes_for_epoch, sharded_train_features
 from .errors import NonFiniteLossError, UserError
-from .evaluate import evaluate_model, extract_features
+from .evaluate import evaluate_model, extract_features, retrieval_metrics
 from .memory import PrototypeMemory
 from .runfiles import CHECKPOINT, RESUMABLE_CHANGES, RunFiles, checkpoint_config, config_differences
-from .training import Stage2, TrainingState, epoch_loader, load_train_images, run_epoch
+from .training import Stage2, TrainingState, epoch_loader, load_train_images, run_epoch, uses_sync_batchnorm
 from .utils import device_description, git_commit, repo_relative, resolve_device
 from .variants import build_label_space, policy
 
@@ -35,13 +37,18 @@ class Trainer:
     """Runs one PIRID training (any variant) and writes its files under ``out_dir`` (:mod:`pirid_lite.runfiles`).
 
     ``fit(resume=True)`` continues from the checkpoint; ``save_features`` also writes the test features
-    before and after training (Figure 3); ``log`` receives one line per epoch.
+    before and after training (Figure 3); ``log`` receives one line per epoch. ``ctx``: this process's
+    place in a ``torchrun`` launch (:mod:`pirid_lite.distributed`); only rank 0 writes files and logs.
     """
 
     def __init__(self, cfg: PiridConfig, dataset, out_dir: str | Path, *, progress: bool = True,
-                 save_features: bool = False, log: Callable[[str], None] = print) -> None:
-        self.cfg, self.dataset, self.files = cfg, dataset, RunFiles(out_dir)
-        self.progress, self.save_features, self.log = progress, save_features, log
+                 save_features: bool = False, log: Callable[[str], None] = print,
+                 ctx: DistributedContext = SINGLE_PROCESS) -> None:
+        self.cfg, self.dataset, self.ctx = cfg, dataset, ctx
+        self.files = RunFiles(out_dir, writable=ctx.is_main)
+        self.progress, self.save_features = progress and ctx.is_main, save_features
+        self.log = log if ctx.is_main else (lambda _: None)
+        self.extract = sharded_train_features(ctx)
         self.variant = policy(cfg.variant)
         self.device = resolve_device(cfg.device)
         self.labels = build_label_space(cfg.variant, dataset)
@@ -55,11 +62,11 @@ class Trainer:
     def setup(self) -> None:
         """Seed, build model/optimiser/schedule, and initialise the memory K from the initial model: K[j] ←
         per-ID mean of its images' normalised features (docs/DESIGN.md §2)."""
-        self.state = TrainingState.build(self.cfg, self.labels, self.device)
+        self.state = TrainingState.build(self.cfg, self.labels, self.device, self.ctx)
         self.model, self.memory = self.state.model, self.state.memory
         self.image_labels = torch.as_tensor(self.labels.image_labels, device=self.device)
         self.train_images = load_train_images(self.cfg, self.dataset, self.device)
-        self.memory.initialize(train_features(self.model, self.dataset, self.cfg, self.device), self.image_labels)
+        self.memory.initialize(self.extract(self.model, self.dataset, self.cfg, self.device), self.image_labels)
 
     def provenance(self) -> dict[str, Any]:
         return {
@@ -70,6 +77,7 @@ class Trainer:
             "torch": torch.__version__, "imagenet_weights": self.model.imagenet_weights,
             "weights_source": getattr(self.model, "weights_source", "unknown"),
             "num_train_images": len(self.dataset.train), "num_memory_ids": self.labels.num_ids,
+            **self.ctx.describe(), "sync_batchnorm": uses_sync_batchnorm(self.cfg, self.device, self.ctx),
         }
 
     # ------------------------------------------------------------------ one epoch (§2.4)
@@ -78,9 +86,11 @@ class Trainer:
 
     def _form_stage2(self, epoch: int, record: dict[str, Any]) -> Stage2 | None:
         """§2.3 for this epoch, its diagnostics logged in ``record``; None if DBSCAN found no prototype."""
-        prototypes = prototypes_for_epoch(self.model, self.dataset, self.memory, self.cfg, self.labels, self.device)
-        record.update(prototype_diagnostics(prototypes, self.memory.features, self.labels, self.dataset,
-                                            self.cfg.variant))
+        prototypes = prototypes_for_epoch(self.model, self.dataset, self.memory, self.cfg, self.labels, self.device,
+                                          self.ctx)
+        if self.ctx.is_main:
+            record.update(prototype_diagnostics(prototypes, self.memory.features, self.labels, self.dataset,
+                                                self.cfg.variant))
         if prototypes.num_prototypes == 0:
             warnings.warn(f"epoch {epoch + 1}: DBSCAN found no prototype (eps={self.cfg.dbscan_eps}, "
                           f"metric={self.cfg.cluster_metric}); this epoch falls back to L_intra only")
@@ -97,12 +107,26 @@ class Trainer:
                   logkeys.LR: self.state.optimizer.param_groups[0]["lr"]}
         stage2 = self._form_stage2(epoch, record) if stage == 2 else None
         loader, record[logkeys.SAMPLED_BY] = epoch_loader(self.cfg, self.dataset, self.labels, epoch, stage2,
-                                                          self.train_images)
+                                                          self.train_images, self.ctx)
         record.update(run_epoch(self.state, loader, self.image_labels, stage2, self.variant,
                                 lambda bad: NonFiniteLossError(self._nonfinite_message(epoch, bad)),
                                 desc=f"epoch {epoch + 1}/{self.cfg.epochs} (stage {record[logkeys.STAGE]})",
                                 progress=self.progress))
+        if self.ctx.world_size > 1:
+            self.state.sync_buffers()
+            record[logkeys.RANK_DIGESTS] = self._rank_digests(stage2)
         return record
+
+    def _rank_digests(self, stage2: Stage2 | None) -> list[str]:
+        """Every rank's hash of its weights, K and S' after the epoch; they must all be equal."""
+        tensors = [*self.model.state_dict().values(), self.memory.features,
+                   *([stage2.assignment, stage2.memory.features] if stage2 is not None else [])]
+        digest = hashlib.sha256(b"".join(t.detach().cpu().contiguous().numpy().tobytes() for t in tensors))
+        digests = self.ctx.gather_objects(digest.hexdigest()[:16])
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"the ranks' training states diverged (digests {digests}); a bug in the "
+                               "distributed code, please report it")
+        return digests
 
     # ------------------------------------------------------------------ the run
     def fit(self, resume: bool = False, stop_after_epoch: int | None = None) -> dict[str, Any]:
@@ -121,9 +145,10 @@ class Trainer:
             start_epoch = self._load_checkpoint()
             self.log(f"resumed from {self.files.file(CHECKPOINT)} after epoch {start_epoch}")
         else:
-            self.files.write_config(self.cfg, provenance)
             self.history = []
-            self.files.write_log(self.history)
+            if self.ctx.is_main:
+                self.files.write_config(self.cfg, provenance)
+                self.files.write_log(self.history)
             if self.save_features:
                 self._write_test_features("initial")
         # wall time already spent before a resume counts too
@@ -133,7 +158,7 @@ class Trainer:
                 return {"stopped_after_epoch": self.saved_epoch}
             metrics = self.evaluate()
         except KeyboardInterrupt:  # Ctrl-C: every checkpoint write is atomic, so the last one is whole
-            self.log(f"interrupted: {self._checkpoint_note()}; fit(resume=True) continues from it")
+            self.log(f"interrupted: {self.checkpoint_note()}; fit(resume=True) continues from it")
             raise
         return self._finish(metrics, provenance, started)
 
@@ -147,10 +172,13 @@ class Trainer:
             record[logkeys.SECONDS] = round(time.perf_counter() - started, 2)
             self.history.append(record)
             self.state.scheduler.step()
-            self.files.write_checkpoint({"epoch": epoch, "config": self.cfg.to_dict(), **self.state.state_dict(),
-                                         "history": self.history})
+            state = self.state.state_dict()  # a collective with several processes: every rank calls it
+            if self.ctx.is_main:
+                self.files.write_checkpoint({"epoch": epoch, "config": self.cfg.to_dict(), **state,
+                                             "history": self.history})
+                self.files.write_log(self.history)
+            self.ctx.barrier()  # a checkpoint is whole on disk before any rank goes on
             self.saved_epoch = epoch + 1
-            self.files.write_log(self.history)
             self.log(format_epoch(record))
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < self.cfg.epochs:
                 return True
@@ -158,14 +186,16 @@ class Trainer:
 
     def _finish(self, metrics: dict[str, float], provenance: dict[str, Any], started: float) -> dict[str, Any]:
         """The end-of-run files: memory bank (with the final fresh centroids), features, metrics."""
-        centroids = fresh_centroids(train_features(self.model, self.dataset, self.cfg, self.device), self.labels)
-        self.files.write_memory_bank(self.memory.features, self.memory.label_camera, centroids)
+        centroids = fresh_centroids(self.extract(self.model, self.dataset, self.cfg, self.device), self.labels)
         if self.save_features:
             self._write_test_features("final")
         result = {"metrics": metrics, "provenance": provenance, "config": self.cfg.to_dict(),
                   "wall_seconds": round(time.perf_counter() - started, 2),
                   "final_epoch": self.history[-1] if self.history else None}
-        self.files.write_metrics(result)
+        if self.ctx.is_main:
+            self.files.write_memory_bank(self.memory.features, self.memory.label_camera, centroids)
+            self.files.write_metrics(result)
+        self.ctx.barrier()
         self.log("final: " + "  ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
         return result
 
@@ -177,16 +207,20 @@ class Trainer:
             raise UserError(f"cannot resume from {path}: it was written with a different config "
                             f"({'; '.join(differences)}); only {' and '.join(RESUMABLE_CHANGES)} may change on "
                             f"resume — use the same settings or a new --out folder")
+        if state.get("world_size", 1) != self.ctx.world_size:
+            raise UserError(f"cannot resume from {path}: it was written by {state.get('world_size', 1)} process(es), "
+                            f"this run has {self.ctx.world_size}; resume with the same --nproc_per_node")
         if int(state["epoch"]) + 1 > self.cfg.epochs:
             raise UserError(f"cannot resume from {path}: it already holds {int(state['epoch']) + 1} epochs, "
                             f"more than epochs={self.cfg.epochs}")
         self.state.load_state_dict(state, path)
         self.history = list(state["history"])
-        self.files.write_log(self.history)
+        if self.ctx.is_main:
+            self.files.write_log(self.history)
         self.saved_epoch = int(state["epoch"]) + 1
         return self.saved_epoch
 
-    def _checkpoint_note(self) -> str:
+    def checkpoint_note(self) -> str:
         """What a stopped run leaves on disk, for its messages."""
         if self.saved_epoch is None:
             return f"no checkpoint of this run was written yet in {self.out_dir}"
@@ -196,16 +230,29 @@ class Trainer:
         """Which loss term went non-finite in which epoch, and what was kept."""
         terms = ", ".join(f"{name} = {value}" for name, value in bad_terms.items()) or "their sum L"
         return (f"epoch {epoch + 1}: the loss became non-finite ({terms}); the run stopped without saving this "
-                f"epoch, {self._checkpoint_note()} (try a lower --set lr=...)")
+                f"epoch, {self.checkpoint_note()} (try a lower --set lr=...)")
+
+    def _test_features(self, items: list) -> tuple[torch.Tensor, Any, Any]:
+        """``(features, pids, camids)`` of ``items``, the extraction sharded over the ranks and gathered."""
+        from . import data as data_lib
+        mine = items[self.ctx.shard(len(items))]
+        features, pids, camids = extract_features(self.model, data_lib.make_test_loader(mine, self.cfg), self.device,
+                                                  amp=self.cfg.amp)
+        gather = self.ctx.gather_uneven
+        return gather(features), gather(torch.as_tensor(pids)).numpy(), gather(torch.as_tensor(camids)).numpy()
 
     def _write_test_features(self, stage: str) -> None:
         """L2-normalised f(x) of query+gallery with pids/camids, for Figure 3 (t-SNE)."""
-        from . import data as data_lib
-        loader = data_lib.make_test_loader(list(self.dataset.query) + list(self.dataset.gallery), self.cfg)
-        self.files.write_features(stage, *extract_features(self.model, loader, self.device, amp=self.cfg.amp))
+        features = self._test_features(list(self.dataset.query) + list(self.dataset.gallery))
+        if self.ctx.is_main:
+            self.files.write_features(stage, *features)
 
     def evaluate(self) -> dict[str, float]:
-        return evaluate_model(self.model, self.dataset, self.cfg, self.device)
+        """R1/R5/R10/mAP on the test split; with several processes, sharded and scored on rank 0."""
+        if self.ctx.world_size == 1:
+            return evaluate_model(self.model, self.dataset, self.cfg, self.device)
+        query, gallery = self._test_features(list(self.dataset.query)), self._test_features(list(self.dataset.gallery))
+        return self.ctx.broadcast(retrieval_metrics(*query, *gallery, device=self.device) if self.ctx.is_main else None)
 
 
 def format_epoch(record: dict[str, Any]) -> str:

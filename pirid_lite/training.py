@@ -20,6 +20,7 @@ from tqdm import tqdm
 from . import data as data_lib
 from . import logkeys
 from .config import PiridConfig
+from .distributed import SINGLE_PROCESS, DistributedContext
 from .errors import user_error_from
 from .losses import LOSS_RECIPE, StepInputs, loss_terms, total_loss
 from .memory import IntraCameraMemory, PrototypeMemory
@@ -67,13 +68,18 @@ class TrainingState:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     memory: IntraCameraMemory
+    ctx: DistributedContext = SINGLE_PROCESS
 
     @classmethod
-    def build(cls, cfg: PiridConfig, labels: LabelSpace, device: torch.device) -> "TrainingState":
-        """Seed, then the §2.2 network, Adam with the §3.1 schedule and an empty memory K (not initialised)."""
+    def build(cls, cfg: PiridConfig, labels: LabelSpace, device: torch.device,
+              ctx: DistributedContext = SINGLE_PROCESS) -> "TrainingState":
+        """Seed, then the §2.2 network, Adam with the §3.1 schedule and an empty memory K (not initialised).
+        Under torchrun the network is wrapped in DDP (and SyncBatchNorm, see pirid_lite.distributed)."""
         seed_everything(cfg.seed)
         with user_error_from(ValueError, FileNotFoundError):  # unsupported arch, bad `pretrained` file
             model = build_model(cfg).to(device)
+        if uses_sync_batchnorm(cfg, device, ctx):
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         if uses_channels_last(device):
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
@@ -85,13 +91,22 @@ class TrainingState:
                                    renormalize=cfg.memory_renormalize).to(device)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: lr_factor(e, cfg))
         train_model = torch.compile(model) if cfg.compile else model
-        return cls(cfg, device, model, train_model, optimizer, scheduler, scaler, memory)
+        if ctx.active:
+            train_model = torch.nn.parallel.DistributedDataParallel(
+                train_model, device_ids=[device.index] if device.type == "cuda" else None)
+            if ctx.world_size > 1:  # same weights everywhere, but each rank augments its share its own way
+                torch.manual_seed(data_lib.augmentation_seed(cfg.seed, ctx.rank))
+        return cls(cfg, device, model, train_model, optimizer, scheduler, scaler, memory, ctx)
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "memory": self.memory.state_dict(),
-                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(), "rng": rng_state()}
+        """Everything a resume needs; with several processes also every rank's RNG state (a collective)."""
+        state = {"model": self.model.state_dict(), "memory": self.memory.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict(), "rng": rng_state()}
+        if self.ctx.world_size > 1:
+            state["world_size"], state["rng_per_rank"] = self.ctx.world_size, self.ctx.gather_objects(state["rng"])
+        return state
 
     def load_state_dict(self, state: dict[str, Any], path) -> None:
         load_weights(self.model, state["model"], path, self.cfg.arch)
@@ -99,7 +114,13 @@ class TrainingState:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        set_rng_state(state["rng_per_rank"][self.ctx.rank] if "rng_per_rank" in state else state["rng"])
+
+    def sync_buffers(self) -> None:
+        """Rank 0's BatchNorm running statistics on every rank (each rank updated its own in the last step)."""
+        if self.ctx.world_size > 1:
+            for buffer in self.model.buffers():
+                torch.distributed.broadcast(buffer, src=0)
 
     # ------------------------------------------------------------------ one step
     def step(self, images: torch.Tensor, labels: torch.Tensor, stage2: Stage2 | None,
@@ -124,9 +145,11 @@ class TrainingState:
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        self.memory.update(f.detach(), labels)
+        # Eq. 1 with the whole global batch, in rank order, on every rank: K and K' stay identical everywhere
+        f_all, labels_all = self.ctx.gather(f.detach()), self.ctx.gather(labels)
+        self.memory.update(f_all, labels_all)
         if stage2 is not None:
-            stage2.memory.update(f.detach(), image_prototypes)
+            stage2.memory.update(f_all, self.ctx.gather(image_prototypes))
         zero = torch.zeros((), device=self.device)
         correct = (log_probs.detach().argmax(dim=1) == labels).sum()
         return torch.stack([*(zero if t is None else t.detach() for t in terms.values()), loss.detach(),
@@ -135,6 +158,11 @@ class TrainingState:
 
 def uses_channels_last(device: torch.device) -> bool:
     return device.type == "cuda"
+
+
+def uses_sync_batchnorm(cfg: PiridConfig, device: torch.device, ctx: DistributedContext) -> bool:
+    """SyncBatchNorm for several CUDA processes when ``cfg.sync_batchnorm`` (torch has it on GPUs only)."""
+    return cfg.sync_batchnorm and ctx.world_size > 1 and device.type == "cuda"
 
 
 def amp_settings(cfg: PiridConfig, device: torch.device) -> tuple[bool, torch.dtype]:
@@ -152,9 +180,10 @@ def load_train_images(cfg: PiridConfig, dataset, device: torch.device) -> torch.
 
 
 def epoch_loader(cfg: PiridConfig, dataset, labels: LabelSpace, epoch: int, stage2: Stage2 | None,
-                 train_images: torch.Tensor | None):
+                 train_images: torch.Tensor | None, ctx: DistributedContext = SINGLE_PROCESS):
     """The epoch's batches of P IDs × K images — by memory row, or in stage 2 optionally by prototype
-    (``cfg.stage2_sampling``) — and what it samples by (``"intra-id"`` or ``"prototype"``)."""
+    (``cfg.stage2_sampling``) — and what it samples by (``"intra-id"`` or ``"prototype"``). With several
+    processes, this rank's disjoint part of every batch of the same plan."""
     sample_by, sampled_by = labels.image_labels, "intra-id"
     if stage2 is not None and cfg.stage2_sampling == "prototype":
         by_prototype = stage2.assignment.cpu().numpy()[labels.image_labels]
@@ -166,9 +195,11 @@ def epoch_loader(cfg: PiridConfig, dataset, labels: LabelSpace, epoch: int, stag
                           "prototypes per batch; this epoch samples by intra-camera ID instead")
     num_batches = cfg.iters_per_epoch or max(1, len(dataset.train) // cfg.batch_size)
     seed = cfg.seed * 100_003 + epoch
+    share = dict(rank=ctx.rank, world_size=ctx.world_size)
     if train_images is not None:
-        return TensorTrainLoader(train_images, dataset.train, sample_by, cfg, seed, num_batches), sampled_by
-    return data_lib.make_train_loader(dataset.train, sample_by, cfg, seed=seed, epoch_batches=num_batches), sampled_by
+        return TensorTrainLoader(train_images, dataset.train, sample_by, cfg, seed, num_batches, **share), sampled_by
+    return data_lib.make_train_loader(dataset.train, sample_by, cfg, seed=seed, epoch_batches=num_batches,
+                                      **share), sampled_by
 
 
 def _first_nonfinite(kept: torch.Tensor, terms: torch.Tensor) -> torch.Tensor:
@@ -191,6 +222,11 @@ def run_epoch(state: TrainingState, loader, image_labels: torch.Tensor, stage2: 
         sums += step.detach()
         first_bad = _first_nonfinite(first_bad, step[:num_terms])
         seen += len(index)
+    if state.ctx.world_size > 1:  # one sync per epoch: every rank sees every rank's sums, so all stop together
+        sums, seen = state.ctx.sum(sums), seen * state.ctx.world_size
+        sums[:num_terms + 1] /= state.ctx.world_size  # loss terms: mean over ranks; Eq. 2 hits: summed
+        per_rank = state.ctx.gather(first_bad.unsqueeze(0))  # (ranks, terms): the first rank with a bad step
+        first_bad = per_rank[int((~torch.isfinite(per_rank).all(1)).float().argmax())]
     if not torch.isfinite(sums[:num_terms + 1]).all():  # a non-finite step leaves its sum non-finite: one check
         raise on_nonfinite({term.paper: value for term, value in zip(LOSS_RECIPE, first_bad.tolist())
                             if not math.isfinite(value)})
