@@ -42,3 +42,10 @@ def test_prototype_benchmark_runs_both_metrics():
 def test_throughput_benchmark_runs():
     result = bench_throughput.main(small=True, iters=1)
     assert result["test_cpu_full_step_img_s"] > 0 and result["test_cpu_fwd_bwd_img_s"] > 0
+
+
+def test_trainer_benchmark_runs_every_setting():
+    from benchmarks import bench_trainer
+    result = bench_trainer.main(small=True, iters=1)
+    for name in bench_trainer.SETTINGS:
+        assert result[f"{name}: bare img/s"] > 0 and result[f"{name}: trainer stage 2 img/s"] > 0

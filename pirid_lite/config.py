@@ -65,6 +65,9 @@ class PiridConfig:
     input_pipeline: str = "auto"         # "dataloader" | "tensor" (decoded uint8 set on the device, batched
                                          # augmentation there) | "auto" = tensor on CUDA, dataloader on CPU
     compile: bool = False                # torch.compile the model (CUDA)
+    channels_last: bool | None = None    # NHWC activations; None = on CUDA only (on CPU: benchmarks/RESULTS.md)
+    frozen_blocks: int = 0               # first backbone blocks kept at their start weights, BN stats frozen
+                                         # (torchreid's open_layers, fast-reid's FREEZE_LAYERS); 0 = none
     sync_batchnorm: bool = True          # several CUDA processes (torchrun): BN statistics over the global
                                          # batch, as on one GPU (pirid_lite.distributed); GPU only in torch
 
@@ -127,6 +130,7 @@ class PiridConfig:
               f"P={self.num_ids_per_batch}, K={self.num_instances}: need P >= 2 and K >= 1")
         check(self.last_stride in (1, 2), f"last_stride={self.last_stride}, expected 1 or 2")
         check(self.height > 0 and self.width > 0, f"image size {self.height}x{self.width} must be positive")
+        check(self.frozen_blocks >= 0, f"frozen_blocks={self.frozen_blocks}, expected >= 0")
 
     def replace(self, **changes: Any) -> "PiridConfig":
         return dataclasses.replace(self, **changes)

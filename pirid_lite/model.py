@@ -225,6 +225,32 @@ class ReIDNet(nn.Module):
         package's synthetic pre-training, e.g. a local resnet50.pth)."""
         return self.weights_loaded and PRETRAINING_KEY not in self.weights_source
 
+    # ------------------------------------------------------------------ frozen blocks
+    def blocks(self) -> list[nn.Module]:
+        """The backbone in input-to-output order, as ``freeze_blocks`` counts it: MobileNetV2's 19
+        ``features`` blocks; a ResNet's stem (conv1, bn1), layer1, …, layer4."""
+        b = self.backbone
+        if self.arch == "mobilenet_v2":
+            return list(b)
+        return [nn.ModuleList([b.conv1, b.bn1]), b.layer1, b.layer2, b.layer3, b.layer4]
+
+    def freeze_blocks(self, count: int) -> None:
+        """Keep the first ``count`` blocks at their start weights: no gradient, and their BatchNorm layers
+        stay in eval mode (running statistics frozen too) whatever ``train()`` says."""
+        blocks = self.blocks()
+        if not 0 <= count <= len(blocks):
+            raise ValueError(f"frozen_blocks={count}: {self.arch} has {len(blocks)} blocks")
+        self.frozen_blocks = count  # a count, not a module list: the state dict keeps its keys
+        for block in blocks[:count]:
+            block.requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True) -> "ReIDNet":
+        super().train(mode)
+        for block in self.blocks()[:getattr(self, "frozen_blocks", 0)]:
+            block.eval()
+        return self
+
     # ------------------------------------------------------------------ forward
     def feature_map(self, x: torch.Tensor) -> torch.Tensor:
         """The last convolutional feature map (B, d, h, w) — before GAP."""
@@ -241,5 +267,7 @@ class ReIDNet(nn.Module):
 
 
 def build_model(cfg: PiridConfig) -> ReIDNet:
-    """The §2.2 network of a config (``arch``, ``pretrained``, ``last_stride``)."""
-    return ReIDNet(arch=cfg.arch, pretrained=cfg.pretrained, last_stride=cfg.last_stride)
+    """The §2.2 network of a config (``arch``, ``pretrained``, ``last_stride``, ``frozen_blocks``)."""
+    model = ReIDNet(arch=cfg.arch, pretrained=cfg.pretrained, last_stride=cfg.last_stride)
+    model.freeze_blocks(cfg.frozen_blocks)
+    return model

@@ -80,7 +80,7 @@ class TrainingState:
             model = build_model(cfg).to(device)
         if uses_sync_batchnorm(cfg, device, ctx):
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        if uses_channels_last(device):
+        if uses_channels_last(cfg, device):
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                      weight_decay=cfg.weight_decay)
@@ -128,7 +128,7 @@ class TrainingState:
         """One optimisation step on a batch whose images have memory rows ``labels``; returns the recipe's
         terms (0 where unused), L and the number of images Eq. 2 ranks right, without a host sync."""
         images = images.to(self.device, non_blocking=True)
-        if uses_channels_last(self.device):
+        if uses_channels_last(self.cfg, self.device):
             images = images.contiguous(memory_format=torch.channels_last)
         groups = self.memory.label_camera[labels]  # softmax group of each image (its camera for ICS)
         use_amp, amp_dtype = amp_settings(self.cfg, self.device)
@@ -156,8 +156,9 @@ class TrainingState:
                             correct.to(loss.dtype)])
 
 
-def uses_channels_last(device: torch.device) -> bool:
-    return device.type == "cuda"
+def uses_channels_last(cfg: PiridConfig, device: torch.device) -> bool:
+    """NHWC activations: ``cfg.channels_last``, or on CUDA only when it is None."""
+    return device.type == "cuda" if cfg.channels_last is None else cfg.channels_last
 
 
 def uses_sync_batchnorm(cfg: PiridConfig, device: torch.device, ctx: DistributedContext) -> bool:

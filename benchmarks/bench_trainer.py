@@ -1,0 +1,92 @@
+"""The trainer's images/s against the bare backbone's, per CPU setting, in one process.
+
+``python -m benchmarks.bench_trainer [--small] [--threads N]`` — for each setting (today's NCHW trainer,
+channels_last, the in-memory input pipeline, frozen first blocks):
+
+* **bare**: forward + backward + Adam step of the same ``ReIDNet`` on one random batch, repeated;
+* **trainer stage 1 / stage 2**: a real ``Trainer`` on the synthetic ``small`` benchmark (``cpu`` profile),
+  one stage-1 and one stage-2 epoch; images/s = images trained / epoch wall time (stage 2 includes its
+  fresh-centroid pass and DBSCAN).
+
+Ratios are taken within one run (the machine is shared): trainer / bare of the same setting, and every
+setting / today's trainer.
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+
+import torch
+
+from benchmarks._common import make_parser, report
+from pirid_lite import datasets
+from pirid_lite.config import get_config
+from pirid_lite.model import build_model
+from pirid_lite.runfiles import RunFiles
+from pirid_lite.trainer import Trainer
+
+SETTINGS = {  # name -> PiridConfig overrides
+    "today (NCHW, DataLoader)": dict(channels_last=False),
+    "channels_last": dict(channels_last=True),
+    "channels_last + tensor pipeline": dict(channels_last=True, input_pipeline="tensor"),
+    "channels_last + tensor + 7 frozen": dict(channels_last=True, input_pipeline="tensor", frozen_blocks=7),
+}
+
+
+def bare_images_per_second(cfg, iters: int) -> float:
+    torch.manual_seed(0)
+    model = build_model(cfg).train()
+    images = torch.randn(cfg.batch_size, 3, cfg.height, cfg.width)
+    if cfg.channels_last:
+        model, images = model.to(memory_format=torch.channels_last), images.contiguous(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+
+    def step():
+        g, f = model(images)
+        optimizer.zero_grad(set_to_none=True)
+        (g.mean() + f.mean()).backward()
+        optimizer.step()
+
+    step()
+    start = time.perf_counter()
+    for _ in range(iters):
+        step()
+    return iters * cfg.batch_size / (time.perf_counter() - start)
+
+
+def trainer_images_per_second(cfg, dataset) -> tuple[float, float]:
+    """(stage-1, stage-2) images/s of a 2-epoch run (epoch 1 = stage 1, epoch 2 = stage 2)."""
+    with tempfile.TemporaryDirectory() as out:
+        Trainer(cfg, dataset, out, progress=False, log=lambda _: None).fit()
+        seconds = RunFiles(out).log()["seconds"].tolist()
+    images = (cfg.iters_per_epoch or len(dataset.train) // cfg.batch_size) * cfg.batch_size
+    return images / seconds[0], images / (seconds[1] - seconds[0])
+
+
+def main(small: bool = False, threads: int | None = 1, iters: int | None = None) -> dict:
+    if threads:
+        torch.set_num_threads(threads)
+    dataset = datasets.load("tiny" if small else "small", verbose=False)
+    base = dict(epochs=2, stage1_epochs=1, warmup_epochs=1, lr_milestones=(), device="cpu")
+    if small:
+        base.update(iters_per_epoch=2)
+    result: dict = {"torch_threads": torch.get_num_threads(), "dataset": dataset.name}
+    today = None
+    for name, overrides in SETTINGS.items():
+        cfg = get_config("test" if small else "cpu", **base, **overrides)
+        if small and cfg.frozen_blocks:
+            cfg = cfg.replace(frozen_blocks=2)
+        bare = bare_images_per_second(cfg, iters or (1 if small else 8))
+        stage1, stage2 = trainer_images_per_second(cfg, dataset)
+        today = today or stage1
+        result.update({f"{name}: bare img/s": bare, f"{name}: trainer stage 1 img/s": stage1,
+                       f"{name}: trainer stage 2 img/s": stage2, f"{name}: stage 1 / bare": stage1 / bare,
+                       f"{name}: stage 1 / today": stage1 / today})
+    return report(f"trainer throughput ({dataset.name}, {torch.get_num_threads()} threads)", result)
+
+
+if __name__ == "__main__":
+    parser = make_parser(__doc__)
+    parser.add_argument("--iters", type=int, default=None, help="timed bare steps per setting")
+    args = parser.parse_args()
+    main(small=args.small, threads=args.threads, iters=args.iters)
