@@ -4,11 +4,12 @@ Results are printed (and returned as one dict per benchmark); benchmarks/RESULTS
 """
 from __future__ import annotations
 
-from benchmarks import bench_evaluator, bench_memory_update, bench_prototypes, bench_throughput, bench_trainer
+from benchmarks import (bench_distributed, bench_evaluator, bench_memory_update, bench_prototypes, bench_throughput,
+                        bench_trainer)
 from benchmarks._common import make_parser
 
 BENCHMARKS = {"evaluator": bench_evaluator, "memory_update": bench_memory_update,
-              "prototypes": bench_prototypes, "throughput": bench_throughput, "trainer": bench_trainer}
+              "prototypes": bench_prototypes, "throughput": bench_throughput, "trainer": bench_trainer, "distributed": bench_distributed}
 
 
 def main(small: bool = False, threads: int | None = 1) -> dict[str, dict]:

@@ -49,3 +49,9 @@ def test_trainer_benchmark_runs_every_setting():
     result = bench_trainer.main(small=True, iters=1)
     for name in bench_trainer.SETTINGS:
         assert result[f"{name}: bare img/s"] > 0 and result[f"{name}: trainer stage 2 img/s"] > 0
+
+
+def test_distributed_benchmark_runs_one_and_two_processes():
+    from benchmarks import bench_distributed
+    result = bench_distributed.main(small=True)
+    assert result["1 process(es): stage 1 img/s"] > 0 and result["2 process(es): stage 1 img/s"] > 0
