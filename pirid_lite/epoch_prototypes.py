@@ -21,13 +21,19 @@ from .distributed import SINGLE_PROCESS, DistributedContext
 from .evaluate import extract_features
 from .memory import IntraCameraMemory, id_centroids
 from .prototypes import Prototypes, form_prototypes, prototypes_from_groups
+from .tensor_pipeline import TensorTestLoader
 from .variants import LabelSpace, policy
 
 
 def train_features(model: torch.nn.Module, dataset, cfg: PiridConfig, device: torch.device,
-                   items=None) -> torch.Tensor:
-    """Eval-mode, L2-normalised f(x) of the training images (all, or ``items``), in order, on ``device``."""
-    loader = data_lib.make_test_loader(dataset.train if items is None else items, cfg)
+                   part: slice = slice(None), images: torch.Tensor | None = None) -> torch.Tensor:
+    """Eval-mode, L2-normalised f(x) of the training images (all, or the slice ``part``), in order, on
+    ``device``; read from ``images`` (the decoded set of the in-memory pipeline) when given, else decoded."""
+    items = dataset.train[part]
+    if images is not None:
+        loader = TensorTestLoader(images[part], items, cfg.eval_batch_size)
+    else:
+        loader = data_lib.make_test_loader(items, cfg)
     features, _, _ = extract_features(model, loader, device, amp=cfg.amp)
     return features.to(device)
 
@@ -62,13 +68,14 @@ def group_ids(bank: torch.Tensor, cfg: PiridConfig, labels: LabelSpace, dataset)
 
 
 def prototypes_for_epoch(model: torch.nn.Module, dataset, memory: IntraCameraMemory, cfg: PiridConfig,
-                         labels: LabelSpace, device: torch.device, ctx: DistributedContext = SINGLE_PROCESS
-                         ) -> Prototypes:
+                         labels: LabelSpace, device: torch.device, ctx: DistributedContext = SINGLE_PROCESS,
+                         images: torch.Tensor | None = None) -> Prototypes:
     """§2.3: the prototypes of this stage-2 epoch (``assignment`` = S', ``centroids`` = K' init).
 
-    With several processes the extraction is sharded over the ranks and gathered, the grouping (DBSCAN)
-    runs on rank 0 and its result is broadcast."""
-    bank = clustering_input(model, dataset, memory, cfg, labels, device, sharded_train_features(ctx))
+    ``images``: the decoded training set of the in-memory pipeline (saves decoding it every epoch). With
+    several processes the extraction is sharded over the ranks and gathered, the grouping (DBSCAN) runs on
+    rank 0 and its result is broadcast."""
+    bank = clustering_input(model, dataset, memory, cfg, labels, device, sharded_train_features(ctx, images))
     if ctx.world_size == 1:
         return group_ids(bank, cfg, labels, dataset)
     prototypes = group_ids(bank, cfg, labels, dataset) if ctx.is_main else None
@@ -78,12 +85,11 @@ def prototypes_for_epoch(model: torch.nn.Module, dataset, memory: IntraCameraMem
     return ctx.broadcast(prototypes)
 
 
-def sharded_train_features(ctx: DistributedContext):
-    """:func:`train_features` split over the ranks and gathered (itself for a single process)."""
-    if ctx.world_size == 1:
-        return train_features
-
+def sharded_train_features(ctx: DistributedContext, images: torch.Tensor | None = None):
+    """:func:`train_features` (from ``images`` when given) split over the ranks and gathered."""
     def extract(model, dataset, cfg, device):
-        mine = train_features(model, dataset, cfg, device, items=dataset.train[ctx.shard(len(dataset.train))])
+        if ctx.world_size == 1:
+            return train_features(model, dataset, cfg, device, images=images)
+        mine = train_features(model, dataset, cfg, device, ctx.shard(len(dataset.train)), images)
         return ctx.gather_uneven(mine)
     return extract

@@ -11,6 +11,7 @@ import math
 from typing import Iterator
 
 import torch
+from torchvision.transforms import v2
 
 from . import data as data_lib
 from .data import IMAGENET_MEAN, IMAGENET_STD
@@ -97,3 +98,26 @@ class TensorTrainLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
         for batch in torch.as_tensor(self.sampler.rank_batches(self.rank, self.world_size), device=self.images.device):
             yield self.augment(self.images[batch], self.generator), self.labels[batch], self.camids[batch], batch
+
+
+class TensorTestLoader:
+    """Eval-time batches ``(images, targets, camids, index)`` of a decoded uint8 set ``(n, 3, H, W)``, in order:
+    the pixels of :func:`pirid_lite.data.make_test_loader` (resize, then ImageNet normalisation) without
+    decoding the JPEGs again — what stage 2's fresh-centroid pass reads every epoch."""
+
+    def __init__(self, images_uint8: torch.Tensor, items, batch_size: int):
+        self.images, self.batch_size = images_uint8, batch_size
+        self.targets = torch.tensor([data_lib.item_target(item) for item in items])
+        self.camids = torch.tensor([item.camid for item in items])
+        if len(self.targets) != len(images_uint8):
+            raise ValueError(f"TensorTestLoader: {len(images_uint8)} images for {len(self.targets)} items")
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        for start in range(0, len(self.images), self.batch_size):
+            index = torch.arange(start, min(start + self.batch_size, len(self.images)))
+            # torchvision's own functions, so the pixels equal the DataLoader's bit for bit
+            x = v2.functional.to_dtype(self.images[start:start + self.batch_size], torch.float32, scale=True)
+            yield v2.functional.normalize(x, IMAGENET_MEAN, IMAGENET_STD), self.targets[index], self.camids[index], index

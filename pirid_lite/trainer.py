@@ -48,7 +48,7 @@ class Trainer:
         self.files = RunFiles(out_dir, writable=ctx.is_main)
         self.progress, self.save_features = progress and ctx.is_main, save_features
         self.log = log if ctx.is_main else (lambda _: None)
-        self.extract = sharded_train_features(ctx)
+
         self.variant = policy(cfg.variant)
         self.device = resolve_device(cfg.device)
         self.labels = build_label_space(cfg.variant, dataset)
@@ -66,6 +66,7 @@ class Trainer:
         self.model, self.memory = self.state.model, self.state.memory
         self.image_labels = torch.as_tensor(self.labels.image_labels, device=self.device)
         self.train_images = load_train_images(self.cfg, self.dataset, self.device)
+        self.extract = sharded_train_features(self.ctx, self.train_images)
         self.memory.initialize(self.extract(self.model, self.dataset, self.cfg, self.device), self.image_labels)
 
     def provenance(self) -> dict[str, Any]:
@@ -87,7 +88,7 @@ class Trainer:
     def _form_stage2(self, epoch: int, record: dict[str, Any]) -> Stage2 | None:
         """§2.3 for this epoch, its diagnostics logged in ``record``; None if DBSCAN found no prototype."""
         prototypes = prototypes_for_epoch(self.model, self.dataset, self.memory, self.cfg, self.labels, self.device,
-                                          self.ctx)
+                                          self.ctx, self.train_images)
         if self.ctx.is_main:
             record.update(prototype_diagnostics(prototypes, self.memory.features, self.labels, self.dataset,
                                                 self.cfg.variant))
