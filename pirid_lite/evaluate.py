@@ -45,6 +45,14 @@ def _autocast(device: torch.device, amp: bool):
     return torch.autocast(device_type=device.type, dtype=dtype, enabled=enabled)
 
 
+def _memory_format(model: torch.nn.Module) -> torch.memory_format:
+    """channels_last when the model's first convolution is stored so (the input then matches it)."""
+    first = next((p for p in model.parameters() if p.dim() == 4), None)
+    if first is not None and not first.is_contiguous() and first.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def extract_features(model: torch.nn.Module, loader, device: str | torch.device | None = None,
                      flip: bool = False, amp: bool = True) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """L2-normalised BN features f(x) (§2.2) of every image of ``loader``.
@@ -56,12 +64,13 @@ def extract_features(model: torch.nn.Module, loader, device: str | torch.device 
     device = resolve_device("auto" if device is None else device)
     was_training = model.training
     model.eval()
+    memory_format = _memory_format(model)
     feats, pids, camids = [], [], []
     try:
         with torch.inference_mode(), _autocast(device, amp):
             for images, pid, camid, _ in tqdm(loader, desc="extracting features", unit="batch", disable=None,
                                               leave=False):
-                images = images.to(device, non_blocking=True)
+                images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
                 f = model(images)[1].float()
                 if flip:
                     f = f + model(images.flip(-1))[1].float()
