@@ -108,22 +108,27 @@ def show_interactive(draw, **controls):
 _NOT_TRAINING = ("device", "num_workers", "eval_batch_size", "eval_every")
 
 
-def train_or_reuse(nb: NotebookSettings, cfg: PiridConfig, dataset, scratch_name: str, **trainer_kwargs):
-    """``(run_path, record)`` of ``cfg`` on ``dataset``: in full mode, the run ``make reproduce`` committed for
-    the same config and seed when there is one (a CPU cannot afford to train it again in every notebook);
-    otherwise — test mode, another config, ``PIRID_RETRAIN=1`` — a fresh training under ``scratch_root``."""
+def train_or_reuse(nb: NotebookSettings, cfg: PiridConfig, dataset, scratch_name: str, reuse_committed: bool = True,
+                   **trainer_kwargs):
+    """``(run_path, record)`` of ``cfg`` on ``dataset``. In full mode a finished run of the same config is
+    reused (a CPU cannot afford to train it again in every notebook): the one ``make reproduce`` committed
+    (unless ``reuse_committed=False``), else the one this notebook committed under ``scratch_root``.
+    Otherwise — test mode, another config, ``PIRID_RETRAIN=1`` — a fresh training under ``scratch_root``."""
     from .trainer import Trainer
 
-    committed = run_dir(nb.results_root, dataset.name, cfg.profile, cfg.variant, cfg.seed)
-    if not nb.is_test and os.environ.get("PIRID_RETRAIN") != "1" and RunFiles(committed).is_finished:
-        record = RunFiles(committed).metrics()
-        saved = {k: v for k, v in record["config"].items() if k not in _NOT_TRAINING}
+    out = nb.scratch_root / scratch_name
+    candidates = [run_dir(nb.results_root, dataset.name, cfg.profile, cfg.variant, cfg.seed)] if reuse_committed else []
+    for path in [*candidates, out]:
+        if nb.is_test or os.environ.get("PIRID_RETRAIN") == "1" or not RunFiles(path).is_finished:
+            continue
+        record = RunFiles(path).metrics()
+        # through PiridConfig, so a field added since the run was made compares at its default
+        saved = {k: v for k, v in PiridConfig.from_dict(record["config"]).to_dict().items() if k not in _NOT_TRAINING}
         wanted = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_TRAINING}
         if saved == wanted:
-            print(f"reusing the committed run {committed.relative_to(REPO_ROOT).as_posix()} (same config and "
+            print(f"reusing the committed run {path.relative_to(REPO_ROOT).as_posix()} (same config and "
                   f"seed; PIRID_RETRAIN=1 trains it here)")
-            return committed, record
-    out = nb.scratch_root / scratch_name
+            return path, record
     trainer_kwargs.setdefault("progress", False)
     trainer_kwargs.setdefault("log", lambda line: None)
     return out, Trainer(cfg, dataset, out, **trainer_kwargs).fit()
