@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import hashlib
 import os
 import signal
 from dataclasses import dataclass
@@ -100,6 +101,15 @@ class DistributedContext:
     def barrier(self) -> None:
         if self.active and self.world_size > 1:
             dist.barrier()
+
+    def check_identical(self, tensors: list[torch.Tensor]) -> list[str]:
+        """Every rank's hash of ``tensors``; raises if they differ (the ranks' states diverged: a bug)."""
+        digest = hashlib.sha256(b"".join(t.detach().cpu().contiguous().numpy().tobytes() for t in tensors))
+        digests = self.gather_objects(digest.hexdigest()[:16])
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"the ranks' training states diverged (digests {digests}); a bug in the "
+                               "distributed code, please report it")
+        return digests
 
     def shard(self, count: int) -> slice:
         """This rank's contiguous part of ``count`` items (sizes differ by at most one)."""

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from .distributed import SINGLE_PROCESS, DistributedContext
 from .utils import resolve_device
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 24  # distances held per chunk on the device (64 MiB of float32)
@@ -295,18 +296,30 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
 
 
 # --------------------------------------------------------------------------- model-level evaluation
-def evaluate_model(model: torch.nn.Module, dataset, cfg, device: str | torch.device | None = None
-                   ) -> dict[str, float]:
-    """Rank-1/5/10 and mAP in percent of ``model`` on ``dataset.query`` vs ``dataset.gallery``
-    (cosine distance of L2-normalised f(x); ``cfg.eval_flip``, ``cfg.eval_batch_size``, ``cfg.amp``)."""
+def extract_items(model: torch.nn.Module, items, cfg, device, ctx: DistributedContext = SINGLE_PROCESS
+                  ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
+    """:func:`extract_features` of test ``items`` (eval transform, ``cfg.eval_flip``); with several processes
+    each rank extracts its shard and every rank gets all of them, in order."""
     from . import data as data_lib  # lazy: keeps evaluate_rank importable without the image stack
 
+    mine = list(items)[ctx.shard(len(items))]
+    features, pids, camids = extract_features(model, data_lib.make_test_loader(mine, cfg), device, flip=cfg.eval_flip,
+                                              amp=cfg.amp)
+    if ctx.world_size == 1:
+        return features, pids, camids
+    gather = ctx.gather_uneven
+    return gather(features), gather(torch.as_tensor(pids)).numpy(), gather(torch.as_tensor(camids)).numpy()
+
+
+def evaluate_model(model: torch.nn.Module, dataset, cfg, device: str | torch.device | None = None,
+                   ctx: DistributedContext = SINGLE_PROCESS) -> dict[str, float]:
+    """Rank-1/5/10 and mAP in percent of ``model`` on ``dataset.query`` vs ``dataset.gallery``
+    (cosine distance of L2-normalised f(x); ``cfg.eval_flip``, ``cfg.eval_batch_size``, ``cfg.amp``).
+    With several processes the extraction is sharded, the metrics computed on rank 0 and broadcast."""
     device = resolve_device(cfg.device if device is None else device)
-    features = {}
-    for split in ("query", "gallery"):
-        loader = data_lib.make_test_loader(getattr(dataset, split), cfg)
-        features[split] = extract_features(model, loader, device, flip=cfg.eval_flip, amp=cfg.amp)
-    return retrieval_metrics(*features["query"], *features["gallery"], device=device)
+    query, gallery = (extract_items(model, getattr(dataset, split), cfg, device, ctx) for split in ("query", "gallery"))
+    metrics = retrieval_metrics(*query, *gallery, device=device) if ctx.is_main else None
+    return ctx.broadcast(metrics)
 
 
 def retrieval_metrics(qf, q_pids, q_camids, gf, g_pids, g_camids, device: str | torch.device | None = None

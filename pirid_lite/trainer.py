@@ -11,7 +11,6 @@ read it solely to *log* prototype quality, which never feeds back into training.
 """
 from __future__ import annotations
 
-import hashlib
 import time
 import warnings
 from pathlib import Path
@@ -25,7 +24,7 @@ from .diagnostics import prototype_diagnostics
 from .distributed import SINGLE_PROCESS, DistributedContext
 from .epoch_prototypes import fresh_centroids, prototypes_for_epoch, sharded_train_features
 from .errors import NonFiniteLossError, UserError
-from .evaluate import evaluate_model, extract_features, retrieval_metrics
+from .evaluate import evaluate_model, extract_items
 from .memory import PrototypeMemory
 from .runfiles import CHECKPOINT, RESUMABLE_CHANGES, RunFiles, checkpoint_config, config_differences
 from .training import Stage2, TrainingState, epoch_loader, load_train_images, run_epoch, uses_sync_batchnorm
@@ -54,10 +53,6 @@ class Trainer:
         self.labels = build_label_space(cfg.variant, dataset)
         self.history: list[dict[str, Any]] = []
         self.saved_epoch: int | None = None  # epochs held by the checkpoint on disk, once this run wrote/read it
-
-    @property
-    def out_dir(self) -> Path:
-        return self.files.path
 
     def setup(self) -> None:
         """Seed, build model/optimiser/schedule, and initialise the memory K from the initial model: K[j] ←
@@ -113,21 +108,12 @@ class Trainer:
                                 lambda bad: NonFiniteLossError(self._nonfinite_message(epoch, bad)),
                                 desc=f"epoch {epoch + 1}/{self.cfg.epochs} (stage {record[logkeys.STAGE]})",
                                 progress=self.progress))
-        if self.ctx.world_size > 1:
+        if self.ctx.world_size > 1:  # all ranks must hold the same state: check it every epoch, log the hashes
             self.state.sync_buffers()
-            record[logkeys.RANK_DIGESTS] = self._rank_digests(stage2)
+            record[logkeys.RANK_DIGESTS] = self.ctx.check_identical(
+                [*self.model.state_dict().values(), self.memory.features,
+                 *([stage2.assignment, stage2.memory.features] if stage2 is not None else [])])
         return record
-
-    def _rank_digests(self, stage2: Stage2 | None) -> list[str]:
-        """Every rank's hash of its weights, K and S' after the epoch; they must all be equal."""
-        tensors = [*self.model.state_dict().values(), self.memory.features,
-                   *([stage2.assignment, stage2.memory.features] if stage2 is not None else [])]
-        digest = hashlib.sha256(b"".join(t.detach().cpu().contiguous().numpy().tobytes() for t in tensors))
-        digests = self.ctx.gather_objects(digest.hexdigest()[:16])
-        if len(set(digests)) != 1:
-            raise RuntimeError(f"the ranks' training states diverged (digests {digests}); a bug in the "
-                               "distributed code, please report it")
-        return digests
 
     # ------------------------------------------------------------------ the run
     def fit(self, resume: bool = False, stop_after_epoch: int | None = None) -> dict[str, Any]:
@@ -224,7 +210,7 @@ class Trainer:
     def checkpoint_note(self) -> str:
         """What a stopped run leaves on disk, for its messages."""
         if self.saved_epoch is None:
-            return f"no checkpoint of this run was written yet in {self.out_dir}"
+            return f"no checkpoint of this run was written yet in {self.files.path}"
         return f"{self.files.file(CHECKPOINT)} holds epoch {self.saved_epoch} (complete)"
 
     def _nonfinite_message(self, epoch: int, bad_terms: dict[str, float]) -> str:
@@ -233,27 +219,16 @@ class Trainer:
         return (f"epoch {epoch + 1}: the loss became non-finite ({terms}); the run stopped without saving this "
                 f"epoch, {self.checkpoint_note()} (try a lower --set lr=...)")
 
-    def _test_features(self, items: list) -> tuple[torch.Tensor, Any, Any]:
-        """``(features, pids, camids)`` of ``items``, the extraction sharded over the ranks and gathered."""
-        from . import data as data_lib
-        mine = items[self.ctx.shard(len(items))]
-        features, pids, camids = extract_features(self.model, data_lib.make_test_loader(mine, self.cfg), self.device,
-                                                  amp=self.cfg.amp)
-        gather = self.ctx.gather_uneven
-        return gather(features), gather(torch.as_tensor(pids)).numpy(), gather(torch.as_tensor(camids)).numpy()
-
     def _write_test_features(self, stage: str) -> None:
         """L2-normalised f(x) of query+gallery with pids/camids, for Figure 3 (t-SNE)."""
-        features = self._test_features(list(self.dataset.query) + list(self.dataset.gallery))
+        items = list(self.dataset.query) + list(self.dataset.gallery)
+        features = extract_items(self.model, items, self.cfg.replace(eval_flip=False), self.device, self.ctx)
         if self.ctx.is_main:
             self.files.write_features(stage, *features)
 
     def evaluate(self) -> dict[str, float]:
-        """R1/R5/R10/mAP on the test split; with several processes, sharded and scored on rank 0."""
-        if self.ctx.world_size == 1:
-            return evaluate_model(self.model, self.dataset, self.cfg, self.device)
-        query, gallery = self._test_features(list(self.dataset.query)), self._test_features(list(self.dataset.gallery))
-        return self.ctx.broadcast(retrieval_metrics(*query, *gallery, device=self.device) if self.ctx.is_main else None)
+        """R1/R5/R10/mAP on the test split (sharded over the ranks of a distributed run)."""
+        return evaluate_model(self.model, self.dataset, self.cfg, self.device, self.ctx)
 
 
 def format_epoch(record: dict[str, Any]) -> str:
