@@ -27,7 +27,7 @@ def launch(nproc: int, out: Path, small: bool) -> list[float]:
                "-m", "pirid_lite", "train", *settings, "--device", "cpu", "--no-progress", "--out", str(out),
                "--set", "epochs=2", "--set", "stage1_epochs=1", "--set", "warmup_epochs=1", "--set", "lr_milestones="]
     done = subprocess.run(command, cwd=REPO_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True)
+                          text=True, timeout=900)
     if done.returncode:
         raise RuntimeError(f"torchrun --nproc_per_node={nproc} failed:\n{done.stderr[-3000:]}")
     seconds = RunFiles(out).log()["seconds"].tolist()

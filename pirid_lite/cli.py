@@ -134,6 +134,7 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"--resume and the same number of processes", file=sys.stderr)
         return EXIT_USER_ERROR
     finally:
+        trainer.release()  # the DDP wrapper goes before its process group: torch deadlocks the other way round
         distributed.shutdown(ctx)
     if ctx.is_main and "stopped_after_epoch" in result:
         print(f"stopped after epoch {result['stopped_after_epoch']} as asked; resume with: {resume_hint}")

@@ -11,6 +11,7 @@ read it solely to *log* prototype quality, which never feeds back into training.
 """
 from __future__ import annotations
 
+import gc
 import time
 import warnings
 from pathlib import Path
@@ -55,8 +56,7 @@ class Trainer:
         self.saved_epoch: int | None = None  # epochs held by the checkpoint on disk, once this run wrote/read it
 
     def setup(self) -> None:
-        """Seed, build model/optimiser/schedule, and initialise the memory K from the initial model: K[j] ←
-        per-ID mean of its images' normalised features (docs/DESIGN.md §2)."""
+        """Seed, build model/optimiser/schedule; K[j] ← per-ID mean of the initial features (docs/DESIGN.md §2)."""
         self.state = TrainingState.build(self.cfg, self.labels, self.device, self.ctx)
         self.model, self.memory = self.state.model, self.state.memory
         self.image_labels = torch.as_tensor(self.labels.image_labels, device=self.device)
@@ -225,6 +225,10 @@ class Trainer:
         features = extract_items(self.model, items, self.cfg.replace(eval_flip=False), self.device, self.ctx)
         if self.ctx.is_main:
             self.files.write_features(stage, *features)
+
+    def release(self) -> None:
+        """Drop the training state (and its DDP wrapper) while the process group still exists."""
+        self.__dict__.pop("state", None), gc.collect()
 
     def evaluate(self) -> dict[str, float]:
         """R1/R5/R10/mAP on the test split (sharded over the ranks of a distributed run)."""
