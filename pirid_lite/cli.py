@@ -234,6 +234,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     _set_threads(args)
     if args.candidate not in calibrate.CANDIDATES:
         raise UserError(f"--candidate {args.candidate!r}: expected one of {', '.join(calibrate.CANDIDATES)}")
+    if args.method_settings:
+        settings = tuple(v for v in args.method_settings.split(",") if v)
+        table = calibrate.run_method_settings(args.candidate, settings, seeds=args.seeds, shard=args.shard)
+        print(table.round(3).to_string())
+        print(f"report written to {calibrate.write_report()}")
+        return 0
     variants = tuple(v for v in args.variants.split(",") if v)
     table = calibrate.run_candidate(args.candidate, seeds=args.seeds, shard=args.shard, variants=variants)
     print(f"candidate {args.candidate} (validation instance, generator seed {calibrate.VALIDATION_SEED}):")
@@ -319,6 +325,9 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--seeds", type=int, default=3, help="training seeds per variant (default 3)")
     cal.add_argument("--variants", default="supervised,pirid-1,oracle-prototypes",
                      help="comma-separated, among supervised, pirid-1, oracle-prototypes")
+    cal.add_argument("--method-settings", default="",
+                     help="instead of the baselines: `pirid` with these open settings (comma-separated names "
+                          "from pirid_lite.calibrate.METHOD_SETTINGS), to choose them on the validation instance")
     _add_batch_args(cal)
     cal.set_defaults(func=cmd_calibrate)
     return parser

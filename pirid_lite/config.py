@@ -82,6 +82,8 @@ class PiridConfig:
     cluster_metric: str = "jaccard"      # "cosine" or "jaccard" (k-reciprocal); default chosen by measurement
     jaccard_k1: int = 6                  # chosen on the validation instance (results/calibration); 20 is usual
     jaccard_k2: int = 6
+    camera_centring: bool = False        # DBSCAN sees each centroid minus its camera's mean (beyond the paper;
+                                         # prototypes.camera_centred); False = the paper's reading
     cannot_link: bool = False            # forbid a prototype holding two IDs of the same camera
     prototype_source: str = "fresh"      # what DBSCAN clusters: "fresh" = per-ID means of features extracted
                                          # at each stage-2 epoch's start (cluster-contrast / SpCL lineage; one

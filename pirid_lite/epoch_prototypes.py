@@ -63,7 +63,8 @@ def group_ids(bank: torch.Tensor, cfg: PiridConfig, labels: LabelSpace, dataset)
     if grouping == "dbscan":
         return form_prototypes(bank, torch.as_tensor(labels.id_group, device=bank.device),
                                eps=cfg.dbscan_eps, min_samples=cfg.dbscan_min_samples, metric=cfg.cluster_metric,
-                               cannot_link=cfg.cannot_link, k1=cfg.jaccard_k1, k2=cfg.jaccard_k2)
+                               cannot_link=cfg.cannot_link, k1=cfg.jaccard_k1, k2=cfg.jaccard_k2,
+                               camera_centring=cfg.camera_centring)
     raise ValueError(f"variant {cfg.variant!r} has no stage 2, so it forms no prototypes")
 
 

@@ -23,6 +23,7 @@ class Experiment:
     out: Path
     save_features: bool = False
     tag: str = ""
+    stage1_from: Path | None = None  # another run's stage1.pt to start from, used when it exists (Trainer.fit)
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -61,8 +62,9 @@ def run_experiments(experiments: Sequence[Experiment], dataset, *, force: bool =
     timings: list[dict[str, Any]] = []
     for i, exp in enumerate(todo, start=1):
         started = time.perf_counter()
+        shared = exp.stage1_from if exp.stage1_from is not None and exp.stage1_from.is_file() else None
         result = Trainer(exp.cfg, dataset, exp.out, progress=False, save_features=exp.save_features,
-                         log=lambda _: None).fit()
+                         log=lambda _: None).fit(stage1_from=shared)
         seconds = time.perf_counter() - started
         timings.append({"run": str(exp.out), "seconds": round(seconds, 1)})
         left = sum(t["seconds"] for t in timings) / i * (len(todo) - i)

@@ -49,6 +49,20 @@ def _distance(features: torch.Tensor, metric: str, k1: int, k2: int) -> torch.Te
     raise ValueError(f"metric={metric!r}: expected one of {DISTANCES} (PiridConfig.cluster_metric)")
 
 
+def camera_centred(features: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
+    """Each row minus the mean row of its camera, L2-normalised (``PiridConfig.camera_centring``).
+
+    Beyond the paper: a camera's colour and exposure shift every ID it sees in one direction, so centroids of
+    one camera sit closer to each other than to the same person elsewhere; removing each camera's mean before
+    clustering takes that shared direction out of what DBSCAN sees (docs/DESIGN.md §2)."""
+    x = features.float()
+    cameras = torch.as_tensor(cameras, device=x.device).long()
+    num_cameras = int(cameras.max()) + 1 if cameras.numel() else 0
+    sums = torch.zeros(num_cameras, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, cameras, x)
+    counts = torch.bincount(cameras, minlength=num_cameras).clamp(min=1).unsqueeze(1).to(x.dtype)
+    return F.normalize(x - (sums / counts)[cameras], dim=1)
+
+
 # --------------------------------------------------------------------------- cannot-link
 def _split_by_camera(members: np.ndarray, dist: np.ndarray, cameras: np.ndarray, eps: float) -> list[np.ndarray]:
     """Greedy split of one cluster into sub-prototypes that hold at most one ID per camera.
@@ -119,8 +133,11 @@ def _build(memory_features: torch.Tensor, labels: np.ndarray, distance: str) -> 
 
 def form_prototypes(memory_features: torch.Tensor, label_camera: torch.Tensor, eps: float = 0.6,
                     min_samples: int = 2, metric: str = "jaccard", cannot_link: bool = False,
-                    k1: int = 20, k2: int = 6) -> Prototypes:
+                    k1: int = 20, k2: int = 6, camera_centring: bool = False) -> Prototypes:
     """§2.3: DBSCAN (``metric="precomputed"``) over the N ID centroids → prototypes; noise IDs dropped.
+
+    ``camera_centring``: DBSCAN sees :func:`camera_centred` rows; the prototypes (K' init) are still the
+    means of the rows as given.
 
     ``cannot_link``: IDs of one camera are known to be different people, so a prototype must not hold two
     of them; violating clusters are split greedily (see ``_split_by_camera``) and singletons become noise.
@@ -131,7 +148,10 @@ def form_prototypes(memory_features: torch.Tensor, label_camera: torch.Tensor, e
     if cameras.shape != (memory_features.shape[0],):
         raise ValueError(f"form_prototypes: label_camera has shape {cameras.shape}, expected "
                          f"({memory_features.shape[0]},) = one camera per memory row")
-    dist = _distance(memory_features.detach(), metric, k1, k2).double().cpu().numpy()
+    seen = memory_features.detach()
+    if camera_centring:
+        seen = camera_centred(seen, torch.as_tensor(cameras, device=seen.device))
+    dist = _distance(seen, metric, k1, k2).double().cpu().numpy()
     labels = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(dist)
     if cannot_link:
         labels = _apply_cannot_link(labels, dist, cameras, eps)

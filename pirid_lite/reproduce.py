@@ -13,28 +13,33 @@ from typing import Any
 from .config import get_config
 from .experiments import Experiment, run_experiments, select_shard
 from .results import METRIC_COLUMNS, VARIANT_ORDER, load_runs, mean_std, summarize, table1, table2
-from .runfiles import run_dir
+from .runfiles import STAGE1_CHECKPOINT, run_dir
+from .variants import policy
 from .utils import atomic_write_json, atomic_write_text
 
-# Training seeds per variant: what fit 2 cores in one sitting (a run took 8–15 minutes on one shared core).
-# pirid and pirid-1, the paired comparison of Table 2, get 4; the ablation pirid-2 2; the two diagnostics 1.
-# `python -m pirid_lite reproduce --seeds N` gives every variant N (finished runs are reused).
-TABLE2_SEEDS = {"pirid-1": 4, "pirid": 4, "pirid-2": 2, "oracle-prototypes": 1, "supervised": 1}
+# Training seeds per variant (Table 2): five for every variant. `--seeds N` gives every variant N.
+TABLE2_SEEDS = {variant: 5 for variant in VARIANT_ORDER}
+STAGE1_DONOR = "pirid"  # its stage1.pt starts the other ICS variants of the seed (Trainer.fit, stage1_from)
 
 
 def plan(seeds: int | None = None, results_root: str | Path = "results", dataset: str = "synthetic-small",
          profile: str = "cpu") -> list[Experiment]:
-    """The experiments, in the order they run: Table 2 seed by seed (so an interrupted reproduction holds
-    complete low seeds); ``seeds`` overrides every variant's count. Seed 0 of pirid-1 and pirid also saves
-    its test features (Figure 3)."""
+    """The experiments, in the order they run: every seed's `pirid` (the stage-1 donor) and `supervised`
+    first, then the variants that start from the donor's end of stage 1 — so with shards side by side the
+    donors are done before they are needed (without a donor a run trains stage 1 itself, bit for bit the
+    same). ``seeds`` overrides every variant's count. Seed 0 of pirid-1 and pirid also saves its test
+    features (Figure 3)."""
     counts = {variant: seeds or n for variant, n in TABLE2_SEEDS.items()}
+    donors_first = sorted(VARIANT_ORDER, key=lambda v: v not in (STAGE1_DONOR, "supervised"))
     runs: list[Experiment] = []
-    for seed in range(max(counts.values())):
-        for variant in VARIANT_ORDER:
-            if seed < counts[variant]:
-                runs.append(Experiment(get_config(profile, variant=variant, seed=seed),
-                                       run_dir(results_root, dataset, profile, variant, seed),
-                                       save_features=seed == 0 and variant in ("pirid-1", "pirid")))
+    for variant in donors_first:
+        for seed in range(counts[variant]):
+            donor = run_dir(results_root, dataset, profile, STAGE1_DONOR, seed) / STAGE1_CHECKPOINT
+            shares = variant != STAGE1_DONOR and policy(variant).shares_stage1
+            runs.append(Experiment(get_config(profile, variant=variant, seed=seed),
+                                   run_dir(results_root, dataset, profile, variant, seed),
+                                   save_features=seed == 0 and variant in ("pirid-1", "pirid"),
+                                   stage1_from=donor if shares else None))
     return runs
 
 

@@ -27,6 +27,7 @@ from .errors import UserError, user_error_from
 from .utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
+STAGE1_CHECKPOINT = "stage1.pt"  # the checkpoint at the end of stage 1: other ICS variants of the seed start there
 LOG = "log.jsonl"
 METRICS = "metrics.json"
 CONFIG = "config.json"
@@ -139,6 +140,9 @@ class RunFiles:
 
     def write_checkpoint(self, state: dict[str, Any]) -> None:
         atomic_torch_save(state, self._target(CHECKPOINT))
+
+    def write_stage1_checkpoint(self, state: dict[str, Any]) -> None:
+        atomic_torch_save(state, self._target(STAGE1_CHECKPOINT))
 
     def write_metrics(self, result: dict[str, Any]) -> None:
         atomic_write_json(self._target(METRICS), result)

@@ -27,7 +27,8 @@ from .epoch_prototypes import fresh_centroids, prototypes_for_epoch, sharded_tra
 from .errors import NonFiniteLossError, UserError
 from .evaluate import evaluate_model, extract_items
 from .memory import PrototypeMemory
-from .runfiles import CHECKPOINT, RESUMABLE_CHANGES, RunFiles, checkpoint_config, config_differences
+from .runfiles import (CHECKPOINT, RESUMABLE_CHANGES, RunFiles, checkpoint_config, config_differences,
+                       read_checkpoint)
 from .training import Stage2, TrainingState, epoch_loader, load_train_images, run_epoch, uses_sync_batchnorm
 from .utils import device_description, git_commit, repo_relative, resolve_device
 from .variants import build_label_space, policy
@@ -116,11 +117,16 @@ class Trainer:
         return record
 
     # ------------------------------------------------------------------ the run
-    def fit(self, resume: bool = False, stop_after_epoch: int | None = None) -> dict[str, Any]:
+    def fit(self, resume: bool = False, stop_after_epoch: int | None = None,
+            stage1_from: str | Path | None = None) -> dict[str, Any]:
         """Train (or continue with ``resume``), evaluate, write the run's files and return the final record.
 
         ``stop_after_epoch`` ends the call after that many epochs, as if the run were killed there
         (the checkpoint is complete; used to test that resuming reproduces an uninterrupted run).
+        ``stage1_from``: another variant's ``stage1.pt`` of the same seed and settings. Stage 1 (L_intra only)
+        is the same for every variant with intra-camera IDs and a stage 2 (``VariantPolicy.shares_stage1``),
+        so this run starts its stage 2 there, exactly as if it had trained stage 1 itself
+        (tests/test_trainer.py checks the bit identity).
         """
         self.files.path.mkdir(parents=True, exist_ok=True)
         self.setup()
@@ -133,11 +139,15 @@ class Trainer:
             self.log(f"resumed from {self.files.file(CHECKPOINT)} after epoch {start_epoch}")
         else:
             self.history = []
+            if self.save_features:  # the untrained network, before a shared stage 1 replaces it
+                self._write_test_features("initial")
+            if stage1_from is not None:
+                start_epoch = self._load_stage1(Path(stage1_from))
+                provenance["stage1_from"] = repo_relative(stage1_from)
+                self.log(f"stage 1 taken from {stage1_from}")
             if self.ctx.is_main:
                 self.files.write_config(self.cfg, provenance)
                 self.files.write_log(self.history)
-            if self.save_features:
-                self._write_test_features("initial")
         # wall time already spent before a resume counts too
         started = time.perf_counter() - (self.history[-1][logkeys.SECONDS] if self.history else 0.0)
         try:
@@ -161,8 +171,10 @@ class Trainer:
             self.state.scheduler.step()
             state = self.state.state_dict()  # a collective with several processes: every rank calls it
             if self.ctx.is_main:
-                self.files.write_checkpoint({"epoch": epoch, "config": self.cfg.to_dict(), **state,
-                                             "history": self.history})
+                checkpoint = {"epoch": epoch, "config": self.cfg.to_dict(), **state, "history": self.history}
+                self.files.write_checkpoint(checkpoint)
+                if self.variant.shares_stage1 and epoch + 1 == self.cfg.stage1_epochs:
+                    self.files.write_stage1_checkpoint(checkpoint)
                 self.files.write_log(self.history)
             self.ctx.barrier()  # a checkpoint is whole on disk before any rank goes on
             self.saved_epoch = epoch + 1
@@ -206,6 +218,22 @@ class Trainer:
             self.files.write_log(self.history)
         self.saved_epoch = int(state["epoch"]) + 1
         return self.saved_epoch
+
+    def _load_stage1(self, path: Path) -> int:
+        """Start from another ICS variant's end-of-stage-1 checkpoint (see :meth:`fit`); returns its epochs."""
+        if not self.variant.shares_stage1:
+            raise UserError(f"stage1_from: variant {self.cfg.variant!r} has no stage 1 shared with other variants")
+        if not path.is_file():
+            raise UserError(f"stage1_from: {path} does not exist (an ICS run writes stage1.pt after stage 1)")
+        state = read_checkpoint(path, self.device)
+        differences = config_differences(checkpoint_config(state, path), self.cfg, ignore=("variant", "device"))
+        if differences or int(state["epoch"]) + 1 != self.cfg.stage1_epochs or self.ctx.world_size != 1:
+            raise UserError(f"stage1_from: {path} is not this run's stage 1 (it holds {int(state['epoch']) + 1} "
+                            f"epochs, stage 1 has {self.cfg.stage1_epochs}; differences: "
+                            f"{'; '.join(differences) or 'none'}; one process only)")
+        self.state.load_state_dict(state, path)
+        self.history = list(state["history"])
+        return int(state["epoch"]) + 1
 
     def checkpoint_note(self) -> str:
         """What a stopped run leaves on disk, for its messages."""

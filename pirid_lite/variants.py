@@ -34,6 +34,12 @@ class VariantPolicy:
         return self.grouping is not None
 
     @property
+    def shares_stage1(self) -> bool:
+        """Stage 1 (L_intra on the intra-camera IDs) is the same run for every variant where this holds
+        (pirid-1 trains that way throughout)."""
+        return self.label_space == "intra-camera"
+
+    @property
     def reads_truth(self) -> bool:
         """True when training (not only logging) reads the hidden cross-camera identities."""
         return self.label_space == "true-identity" or self.grouping == "truth"

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pirid_lite.prototypes import (cosine_distance, form_prototypes, jaccard_distance, prototype_quality,
+from pirid_lite.prototypes import (camera_centred, cosine_distance, form_prototypes, jaccard_distance, prototype_quality,
                                    eps_sweep, prototypes_from_groups)
 
 
@@ -173,3 +173,28 @@ def test_eps_sweep_rows_follow_the_clustering_of_each_eps():
     assert list(sweep["pairwise_f"].round(3))[1:] == [1.0, round(2 * (2 / 6) / (1 + 2 / 6), 3)]
     linked = eps_sweep(features, torch.tensor([0, 1, 0, 1]), truth, [0.5], metrics=("cosine",), cannot_link=True)
     assert linked["num_prototypes"].item() == 2 and linked["pairwise_f"].item() == 1.0  # the blob split by camera
+
+
+def test_camera_centred_matches_a_loop_over_cameras():
+    features, cameras = torch.randn(9, 5, generator=torch.Generator().manual_seed(0)), torch.tensor([0, 2, 0, 1, 2, 2, 0, 1, 0])
+    expected = torch.empty_like(features)
+    for camera in cameras.unique():
+        rows = cameras == camera
+        expected[rows] = features[rows] - features[rows].mean(0)
+    assert torch.allclose(camera_centred(features, cameras), F.normalize(expected, dim=1), atol=1e-6)
+
+
+def test_camera_centring_groups_people_a_camera_bias_had_split():
+    """Three people, each seen by cameras 0 and 1; each camera adds a strong bias of its own (rows: 0.5·e_p +
+    2·e_{3+c}). By hand: same camera cos = 4/4.25 (distance 0.06), same person cos = 0.25/4.25 (0.94), so
+    cosine DBSCAN at eps 0.5 groups by camera. Centred, a person's two rows coincide (distance 0) and two people
+    have cos −1/2 (distance 1.5): one prototype per person, whose K' init is still the mean of the raw rows."""
+    eye = torch.eye(5)
+    rows = [0.5 * eye[p] + 2 * eye[3 + c] for c in (0, 1) for p in range(3)]
+    features, cameras = torch.stack(rows), torch.tensor([0, 0, 0, 1, 1, 1])
+    by_camera = form_prototypes(features, cameras, eps=0.5, metric="cosine")
+    assert partition(by_camera.assignment) == [{0, 1, 2}, {3, 4, 5}]
+    centred = form_prototypes(features, cameras, eps=0.5, metric="cosine", camera_centring=True)
+    assert partition(centred.assignment) == [{0, 3}, {1, 4}, {2, 5}]
+    raw_mean = 0.5 * eye[1] + eye[3] + eye[4]
+    assert torch.allclose(centred.centroids[int(centred.assignment[1])], raw_mean / raw_mean.norm(), atol=1e-6)

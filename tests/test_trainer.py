@@ -9,7 +9,8 @@ import torch
 
 from pirid_lite import datasets
 from pirid_lite.config import get_config
-from pirid_lite.runfiles import CHECKPOINT, LOG, METRICS
+from pirid_lite.errors import UserError
+from pirid_lite.runfiles import CHECKPOINT, LOG, METRICS, STAGE1_CHECKPOINT
 from pirid_lite.trainer import Trainer
 from pirid_lite.training import lr_factor
 
@@ -65,6 +66,33 @@ def test_resume_reproduces_uninterrupted_run(tiny, tmp_path):
         torch.testing.assert_close(_final_weights(resumed)[name], tensor, rtol=0, atol=0, msg=name)
     assert resumed_result["metrics"] == full_result["metrics"]
     assert len((tmp_path / "killed" / LOG).read_text().splitlines()) == 3
+
+
+def test_stage2_from_another_variants_stage1_equals_training_from_scratch(tiny, tmp_path):
+    donor = Trainer(_cfg(variant="pirid"), tiny, tmp_path / "pirid", progress=False, log=lambda _: None)
+    donor.fit()
+    stage1 = tmp_path / "pirid" / STAGE1_CHECKPOINT
+    scratch = Trainer(_cfg(variant="pirid-1"), tiny, tmp_path / "scratch", progress=False, log=lambda _: None)
+    scratch_result = scratch.fit()
+    shared = Trainer(_cfg(variant="pirid-1"), tiny, tmp_path / "shared", progress=False, log=lambda _: None)
+    shared_result = shared.fit(stage1_from=stage1)
+    for name, tensor in _final_weights(scratch).items():
+        torch.testing.assert_close(_final_weights(shared)[name], tensor, rtol=0, atol=0, msg=name)
+    torch.testing.assert_close(shared.memory.features, scratch.memory.features, rtol=0, atol=0)
+    assert shared_result["metrics"] == scratch_result["metrics"]
+    logs = [[{k: v for k, v in json.loads(line).items() if k != "seconds"}
+             for line in (tmp_path / run / LOG).read_text().splitlines()] for run in ("scratch", "shared")]
+    assert logs[0] == logs[1] and len(logs[0]) == 3
+    assert shared_result["provenance"]["stage1_from"].endswith(STAGE1_CHECKPOINT)
+
+
+@pytest.mark.parametrize("changes", [dict(variant="supervised"), dict(variant="pirid-1", seed=1),
+                                     dict(variant="pirid-1", stage1_epochs=2)])
+def test_stage1_from_refuses_what_is_not_this_runs_stage1(tiny, tmp_path, changes):
+    Trainer(_cfg(variant="pirid", epochs=2), tiny, tmp_path / "pirid", progress=False, log=lambda _: None).fit()
+    with pytest.raises(UserError, match="stage1_from"):
+        Trainer(_cfg(**changes), tiny, tmp_path / "other", progress=False,
+                log=lambda _: None).fit(stage1_from=tmp_path / "pirid" / STAGE1_CHECKPOINT)
 
 
 def test_resume_refuses_a_different_config(tiny, tmp_path):
