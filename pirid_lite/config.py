@@ -24,6 +24,9 @@ METRICS = ("cosine", "jaccard")
 STAGE2_SAMPLING = ("intra-id", "prototype")
 PROTOTYPE_SOURCES = ("memory", "fresh")
 INPUT_PIPELINES = ("auto", "dataloader", "tensor")
+# Fields read only in stage 2 (§2.3 prototypes, Eq. 4-5): runs that differ only in these share stage 1.
+STAGE2_ONLY_FIELDS = ("dbscan_eps", "dbscan_min_samples", "cluster_metric", "jaccard_k1", "jaccard_k2",
+                      "camera_centring", "cannot_link", "prototype_source", "triplet_margin", "stage2_sampling")
 
 
 @dataclass

@@ -209,7 +209,7 @@ def prototype_quality(assignment: torch.Tensor | np.ndarray, true_identity_per_i
 
 def eps_sweep(memory_features: torch.Tensor, label_camera, true_identity_per_id: np.ndarray, eps_values,
               metrics=("cosine", "jaccard"), cannot_link: bool = False, min_samples: int = 2,
-              k1: int = 20, k2: int = 6):
+              k1: int = 20, k2: int = 6, camera_centring: bool = False):
     """Prototype quality (:func:`prototype_quality`) of §2.3's clustering over a grid of eps, per distance:
     a pandas DataFrame with one row per (metric, eps). Diagnostics only (reads the hidden truth)."""
     import pandas as pd
@@ -218,8 +218,10 @@ def eps_sweep(memory_features: torch.Tensor, label_camera, true_identity_per_id:
     for metric in metrics:
         for eps in eps_values:
             protos = form_prototypes(memory_features, label_camera, eps=float(eps), min_samples=min_samples,
-                                     metric=metric, cannot_link=cannot_link, k1=k1, k2=k2)
+                                     metric=metric, cannot_link=cannot_link, k1=k1, k2=k2,
+                                     camera_centring=camera_centring)
             rows.append({"metric": metric, "eps": float(eps), "cannot_link": cannot_link,
+                         "camera_centring": camera_centring,
                          **({"k1": k1} if metric == "jaccard" else {}),
                          **prototype_quality(protos.assignment, true_identity_per_id)})
     return pd.DataFrame(rows)

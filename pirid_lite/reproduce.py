@@ -12,34 +12,41 @@ from typing import Any
 
 from .config import get_config
 from .experiments import Experiment, run_experiments, select_shard
-from .results import METRIC_COLUMNS, VARIANT_ORDER, load_runs, mean_std, summarize, table1, table2
+from .results import (PAIRS, METRIC_COLUMNS, VARIANT_ORDER, claims, load_runs, mean_std, paired_table,
+                      prototype_quality_per_epoch, summarize, table1, table2)
 from .runfiles import STAGE1_CHECKPOINT, run_dir
 from .variants import policy
 from .utils import atomic_write_json, atomic_write_text
 
 # Training seeds per variant (Table 2): five for every variant. `--seeds N` gives every variant N.
 TABLE2_SEEDS = {variant: 5 for variant in VARIANT_ORDER}
-STAGE1_DONOR = "pirid"  # its stage1.pt starts the other ICS variants of the seed (Trainer.fit, stage1_from)
+STAGE1_DONOR = "pirid"  # its stage1.pt starts the other variants of the seed (Trainer.fit, stage1_from)
+# Tagged runs beside Table 2, same seeds: `pirid` as the paper words §2.3, without the camera centring that
+# the cpu profile adds (chosen on the validation instance; docs/DESIGN.md §2).
+TAGGED_RUNS = {"paper-reading": ("pirid", dict(camera_centring=False))}
+PAIRS_WRITTEN = (*PAIRS, ("pirid+paper-reading", "pirid-1"), ("pirid", "pirid+paper-reading"))
 
 
 def plan(seeds: int | None = None, results_root: str | Path = "results", dataset: str = "synthetic-small",
          profile: str = "cpu") -> list[Experiment]:
     """The experiments, in the order they run: every seed's `pirid` (the stage-1 donor) and `supervised`
-    first, then the variants that start from the donor's end of stage 1 — so with shards side by side the
+    first, then the runs that start from the donor's end of stage 1 — so with shards side by side the
     donors are done before they are needed (without a donor a run trains stage 1 itself, bit for bit the
     same). ``seeds`` overrides every variant's count. Seed 0 of pirid-1 and pirid also saves its test
     features (Figure 3)."""
     counts = {variant: seeds or n for variant, n in TABLE2_SEEDS.items()}
     donors_first = sorted(VARIANT_ORDER, key=lambda v: v not in (STAGE1_DONOR, "supervised"))
+    jobs = [(variant, "", {}) for variant in donors_first]
+    jobs += [(variant, tag, overrides) for tag, (variant, overrides) in TAGGED_RUNS.items()]
     runs: list[Experiment] = []
-    for variant in donors_first:
+    for variant, tag, overrides in jobs:
         for seed in range(counts[variant]):
             donor = run_dir(results_root, dataset, profile, STAGE1_DONOR, seed) / STAGE1_CHECKPOINT
-            shares = variant != STAGE1_DONOR and policy(variant).shares_stage1
-            runs.append(Experiment(get_config(profile, variant=variant, seed=seed),
-                                   run_dir(results_root, dataset, profile, variant, seed),
-                                   save_features=seed == 0 and variant in ("pirid-1", "pirid"),
-                                   stage1_from=donor if shares else None))
+            shares = (variant, tag) != (STAGE1_DONOR, "") and policy(variant).shares_stage1
+            runs.append(Experiment(get_config(profile, variant=variant, seed=seed, **overrides),
+                                   run_dir(results_root, dataset, profile, variant, seed, tag or None),
+                                   save_features=seed == 0 and variant in ("pirid-1", "pirid") and not tag,
+                                   tag=tag, stage1_from=donor if shares else None))
     return runs
 
 
@@ -76,8 +83,13 @@ def write_tables(results_root: str | Path, dataset: str, profile: str, out_dir: 
     rank = {variant: i for i, variant in enumerate(VARIANT_ORDER)}
     by_tag = by_tag.sort_values(["variant", "tag"], key=lambda col: col.map(rank) if col.name == "variant" else col,
                                 kind="stable").reset_index(drop=True)
-    for name, table in (("table1", t1), ("table2", t2), ("pirid_settings", by_tag)):
+    tables = {"table1": t1, "table2": t2, "pirid_settings": by_tag,
+              "paired": paired_table(runs, PAIRS_WRITTEN)}
+    if set(VARIANT_ORDER) <= set(runs["variant"]) and (runs["variant"] == "pirid").sum() >= 2:
+        tables["claims"] = claims(runs)
+        tables["prototype_quality"] = prototype_quality_per_epoch(runs)
+    for name, table in tables.items():
         atomic_write_text(out / f"{name}.md", table.to_markdown(index=False, missingval="–") + "\n")
         atomic_write_text(out / f"{name}.tex", table.to_latex(index=False, na_rep="--"))
         atomic_write_text(out / f"{name}.csv", table.to_csv(index=False))
-    return {"table1": t1, "table2": t2, "pirid_settings": by_tag, "metrics": METRIC_COLUMNS}
+    return {**tables, "metrics": METRIC_COLUMNS}

@@ -20,7 +20,7 @@ from typing import Any, Callable
 import torch
 
 from . import logkeys
-from .config import PiridConfig
+from .config import STAGE2_ONLY_FIELDS, PiridConfig
 from .diagnostics import prototype_diagnostics
 from .distributed import SINGLE_PROCESS, DistributedContext
 from .epoch_prototypes import fresh_centroids, prototypes_for_epoch, sharded_train_features
@@ -123,7 +123,8 @@ class Trainer:
 
         ``stop_after_epoch`` ends the call after that many epochs, as if the run were killed there
         (the checkpoint is complete; used to test that resuming reproduces an uninterrupted run).
-        ``stage1_from``: another variant's ``stage1.pt`` of the same seed and settings. Stage 1 (L_intra only)
+        ``stage1_from``: another variant's ``stage1.pt`` of the same seed and settings (stage-2 settings,
+        ``config.STAGE2_ONLY_FIELDS``, may differ). Stage 1 (L_intra only)
         is the same for every variant with intra-camera IDs and a stage 2 (``VariantPolicy.shares_stage1``),
         so this run starts its stage 2 there, exactly as if it had trained stage 1 itself
         (tests/test_trainer.py checks the bit identity).
@@ -226,7 +227,8 @@ class Trainer:
         if not path.is_file():
             raise UserError(f"stage1_from: {path} does not exist (an ICS run writes stage1.pt after stage 1)")
         state = read_checkpoint(path, self.device)
-        differences = config_differences(checkpoint_config(state, path), self.cfg, ignore=("variant", "device"))
+        differences = config_differences(checkpoint_config(state, path), self.cfg,
+                                         ignore=("variant", "device", *STAGE2_ONLY_FIELDS))
         if differences or int(state["epoch"]) + 1 != self.cfg.stage1_epochs or self.ctx.world_size != 1:
             raise UserError(f"stage1_from: {path} is not this run's stage 1 (it holds {int(state['epoch']) + 1} "
                             f"epochs, stage 1 has {self.cfg.stage1_epochs}; differences: "

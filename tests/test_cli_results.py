@@ -118,13 +118,63 @@ def test_start_label_names_the_weights():
     assert results.start_label({"imagenet_weights": False, "weights_source": "random init"}) == "random init"
 
 
-def test_reproduce_plan_runs_each_variant_its_seed_count_seed_by_seed():
+def test_reproduce_plan_runs_donors_first_and_shares_their_stage1():
     from collections import Counter
 
-    from pirid_lite.reproduce import TABLE2_SEEDS, plan
+    from pirid_lite.reproduce import STAGE1_DONOR, TABLE2_SEEDS, TAGGED_RUNS, plan
     runs = plan()
-    assert Counter(e.cfg.variant for e in runs) == Counter(TABLE2_SEEDS)
-    assert [e.cfg.seed for e in runs] == sorted(e.cfg.seed for e in runs)          # low seeds complete first
+    untagged = [e for e in runs if not e.tag]
+    assert Counter(e.cfg.variant for e in untagged) == Counter(TABLE2_SEEDS)
+    assert Counter(e.tag for e in runs if e.tag) == Counter({tag: 5 for tag in TAGGED_RUNS})
+    first_recipient = min(i for i, e in enumerate(runs) if e.stage1_from is not None)
+    assert {e.cfg.variant for e in runs[:first_recipient]} == {STAGE1_DONOR, "supervised"}
+    for e in runs[first_recipient:]:  # every later run starts from the donor of its own seed
+        assert e.stage1_from.parent == runs[e.cfg.seed].out and runs[e.cfg.seed].cfg.seed == e.cfg.seed
     assert {(e.cfg.variant, e.cfg.seed) for e in runs if e.save_features} == {("pirid-1", 0), ("pirid", 0)}
-    assert len(plan(seeds=5)) == 25 and len({(e.cfg.variant, e.cfg.seed) for e in plan(seeds=5)}) == 25
-    assert all(e.out.name == f"seed{e.cfg.seed}" and e.out.parent.name == e.cfg.variant for e in runs)
+    assert len(plan(seeds=2)) == 12
+    assert all(e.out.name == f"seed{e.cfg.seed}" and e.out.parent.name == e.label.split()[0] for e in runs)
+    assert not plan()[-1].cfg.camera_centring and plan()[0].cfg.camera_centring
+
+
+
+
+def _runs(maps: dict[str, list[float]]) -> pd.DataFrame:
+    rows = [{"variant": name.partition("+")[0], "tag": name.partition("+")[2], "seed": seed, "mAP": value}
+            for name, values in maps.items() for seed, value in enumerate(values)]
+    return pd.DataFrame(rows)
+
+
+def test_paired_table_pairs_tagged_runs_by_seed():
+    runs = _runs({"pirid": [50.0, 52.0, 54.0], "pirid+paper-reading": [49.0, 52.5, 51.0], "pirid-1": [40.0, 40.0, 40.0]})
+    table = results.paired_table(runs, pairs=(("pirid", "pirid+paper-reading"), ("pirid", "pirid-2"))).set_index("pair")
+    assert list(table.index) == ["pirid − pirid+paper-reading"]  # no pirid-2 runs: that pair is left out
+    row = table.iloc[0]
+    assert row["per seed"] == "+1.0, -0.5, +3.0" and row["ahead on"] == "2 of 3" and row["mean"] == 1.17
+
+
+def test_claims_by_hand():
+    """pirid − pirid-1 = 4, 6, 5 (mean 5, s = 1, half-width 2.48): the interval [+2.5, +7.5] excludes 0.
+    Means: pirid 45, pirid-2 42, pirid-1 40, oracle 50, supervised 80 → oracle / sup = 0.625 < 0.85, so the
+    target is the share of the oracle's room, (45 − 40) / (50 − 40) = 0.50 < 0.60; pirid-1 / sup = 0.50."""
+    runs = _runs({"pirid": [44.0, 46.0, 45.0], "pirid-1": [40.0, 40.0, 40.0], "pirid-2": [42.0] * 3,
+                  "oracle-prototypes": [50.0] * 3, "supervised": [80.0] * 3})
+    table = results.claims(runs).set_index("target")["holds"].tolist()
+    assert table == [True, True, True, False, False]
+    measured = results.claims(runs)["measured"].tolist()
+    assert measured == ["[+2.5, +7.5]", "3 of 3", "45.0 / 42.0 / 40.0", "0.50", "0.50"]
+
+
+def test_prototype_quality_per_epoch_means_stage2_epochs_over_seeds(tmp_path):
+    rows = []
+    for seed, f in ((0, (0.2, 0.4)), (1, (0.4, 0.8))):
+        path = tmp_path / f"seed{seed}"
+        path.mkdir()
+        log = [{"epoch": 1, "stage": 1}] + [
+            {"epoch": 2 + i, "stage": 2, "num_prototypes": 10 + i, "noise_share": 0.1, "purity": 0.5,
+             "pairwise_f": value, "memory_nn_accuracy": 0.3} for i, value in enumerate(f)]
+        (path / "log.jsonl").write_text("\n".join(json.dumps(r) for r in log))
+        rows.append({"variant": "pirid", "tag": "", "seed": seed, "path": str(path)})
+    table = results.prototype_quality_per_epoch(pd.DataFrame(rows)).set_index("epoch")
+    assert list(table.index) == [2, 3] and table["seeds"].tolist() == [2, 2]
+    assert table["pairwise_f"].tolist() == pytest.approx([0.3, 0.6])
+    assert table["num_prototypes"].tolist() == [10, 11]
