@@ -1,7 +1,7 @@
 """The trainer's images/s against the bare backbone's, per CPU setting, in one process.
 
 ``python -m benchmarks.bench_trainer [--small] [--threads N]`` — for each setting (today's NCHW trainer,
-channels_last, the in-memory input pipeline, frozen first blocks):
+channels_last, the in-memory input pipeline — what the ``cpu`` profile runs now — and frozen first blocks):
 
 * **bare**: forward + backward + Adam step of the same ``ReIDNet`` on one random batch, repeated;
 * **trainer stage 1 / stage 2**: a real ``Trainer`` on the synthetic ``small`` benchmark (``cpu`` profile),
@@ -24,10 +24,10 @@ from pirid_lite.config import get_config
 from pirid_lite.model import build_model
 from pirid_lite.trainer import Trainer
 
-SETTINGS = {  # name -> PiridConfig overrides
-    "today (NCHW, DataLoader)": dict(channels_last=False),
-    "channels_last": dict(channels_last=True),
-    "channels_last + tensor pipeline": dict(channels_last=True, input_pipeline="tensor"),
+SETTINGS = {  # name -> PiridConfig overrides; "today" = the cpu profile before its fast path
+    "today (NCHW, DataLoader)": dict(channels_last=False, input_pipeline="dataloader"),
+    "channels_last": dict(channels_last=True, input_pipeline="dataloader"),
+    "channels_last + tensor pipeline (the cpu profile now)": dict(channels_last=True, input_pipeline="tensor"),
     "channels_last + tensor + 7 frozen": dict(channels_last=True, input_pipeline="tensor", frozen_blocks=7),
 }
 

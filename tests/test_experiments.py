@@ -43,3 +43,14 @@ def test_finished_runs_are_reused_and_each_run_prints_one_line(tmp_path):
     assert [t["run"] for t in second] == [str(tmp_path / "seed1")]
     assert lines[0] == "1 of 2 runs already finished (reused; --force re-runs them)"
     assert lines[1].startswith("run 1 of 1: pirid-1 seed 1  mAP ") and len(lines) == 2
+
+
+def test_method_settings_are_pirid_runs_in_their_own_folders():
+    runs = calibrate.method_plan(calibrate.CHOSEN, ("paper-reading", "camera-centred"), seeds=2)
+    assert [(e.cfg.variant, e.tag, e.cfg.seed) for e in runs] == [
+        ("pirid", "paper-reading", 0), ("pirid", "camera-centred", 0),
+        ("pirid", "paper-reading", 1), ("pirid", "camera-centred", 1)]
+    assert [e.cfg.camera_centring for e in runs] == [False, True, False, True]  # the setting wins over the profile
+    assert runs[1].out.parts[-4:] == (calibrate.CHOSEN, "method", "camera-centred", "seed0")
+    with pytest.raises(UserError, match="--method-settings"):
+        calibrate.method_plan(calibrate.CHOSEN, ("no-such-setting",))
