@@ -29,7 +29,7 @@ demo: $(STAMP)  ## generate the synthetic `small` benchmark, train PIRID (cpu pr
 	$(PY) -m pirid_lite demo --seed $(SEED)
 
 test: $(STAMP)  ## unit tests, benchmark smoke runs and every notebook under nbval
-	$(PY) -m pytest tests benchmarks -q
+	$(PY) -m pytest tests benchmarks -q --durations=12
 	PIRID_NOTEBOOK_MODE=test $(PY) -m pytest --nbval-lax --nbval-current-env notebooks -q -p no:cacheprovider
 
 test-fast: $(STAMP)  ## unit tests only
