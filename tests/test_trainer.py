@@ -68,14 +68,19 @@ def test_resume_reproduces_uninterrupted_run(tiny, tmp_path):
     assert len((tmp_path / "killed" / LOG).read_text().splitlines()) == 3
 
 
-def test_stage2_from_another_variants_stage1_equals_training_from_scratch(tiny, tmp_path):
-    donor = Trainer(_cfg(variant="pirid"), tiny, tmp_path / "pirid", progress=False, log=lambda _: None)
-    donor.fit()
-    stage1 = tmp_path / "pirid" / STAGE1_CHECKPOINT
+@pytest.fixture(scope="module")
+def pirid_stage1(tiny, tmp_path_factory):
+    """A finished 3-epoch `pirid` run's end-of-stage-1 checkpoint (stage 1 = 1 epoch)."""
+    out = tmp_path_factory.mktemp("donor") / "pirid"
+    Trainer(_cfg(variant="pirid"), tiny, out, progress=False, log=lambda _: None).fit()
+    return out / STAGE1_CHECKPOINT
+
+
+def test_stage2_from_another_variants_stage1_equals_training_from_scratch(tiny, tmp_path, pirid_stage1):
     scratch = Trainer(_cfg(variant="pirid-1"), tiny, tmp_path / "scratch", progress=False, log=lambda _: None)
     scratch_result = scratch.fit()
     shared = Trainer(_cfg(variant="pirid-1"), tiny, tmp_path / "shared", progress=False, log=lambda _: None)
-    shared_result = shared.fit(stage1_from=stage1)
+    shared_result = shared.fit(stage1_from=pirid_stage1)
     for name, tensor in _final_weights(scratch).items():
         torch.testing.assert_close(_final_weights(shared)[name], tensor, rtol=0, atol=0, msg=name)
     torch.testing.assert_close(shared.memory.features, scratch.memory.features, rtol=0, atol=0)
@@ -88,11 +93,10 @@ def test_stage2_from_another_variants_stage1_equals_training_from_scratch(tiny, 
 
 @pytest.mark.parametrize("changes", [dict(variant="supervised"), dict(variant="pirid-1", seed=1),
                                      dict(variant="pirid-1", stage1_epochs=2)])
-def test_stage1_from_refuses_what_is_not_this_runs_stage1(tiny, tmp_path, changes):
-    Trainer(_cfg(variant="pirid", epochs=2), tiny, tmp_path / "pirid", progress=False, log=lambda _: None).fit()
+def test_stage1_from_refuses_what_is_not_this_runs_stage1(tiny, tmp_path, pirid_stage1, changes):
     with pytest.raises(UserError, match="stage1_from"):
         Trainer(_cfg(**changes), tiny, tmp_path / "other", progress=False,
-                log=lambda _: None).fit(stage1_from=tmp_path / "pirid" / STAGE1_CHECKPOINT)
+                log=lambda _: None).fit(stage1_from=pirid_stage1)
 
 
 def test_resume_refuses_a_different_config(tiny, tmp_path):
