@@ -157,6 +157,17 @@ def shutdown(ctx: DistributedContext) -> None:
 _PEER_FAILURE_SIGNS = ("Connection closed by peer", "Connection reset by peer", "timed out", "Timed out")
 
 
+def _chained(error: BaseException, kind: type) -> BaseException | None:
+    """The first exception of type ``kind`` in ``error``'s chain of causes and contexts, if any."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, kind):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
 class RankStopped(Exception):
     """torchrun (or the user) sent SIGTERM: another rank failed, or the run is being stopped."""
 
@@ -180,7 +191,15 @@ def stop_on_sigterm(ctx: DistributedContext) -> Iterator[None]:
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
         yield
-    except RuntimeError as error:  # gloo reports a dead peer as a plain RuntimeError
+    except RankStopped:
+        raise
+    except Exception as error:
+        stopped = _chained(error, RankStopped)
+        if stopped is not None:  # SIGTERM inside a write (e.g. torch.save) whose cleanup raised in turn
+            raise RankStopped(str(stopped)) from error
+        if not isinstance(error, RuntimeError):
+            raise
+        # gloo reports a dead peer as a plain RuntimeError
         if not isinstance(error, dist.DistError) and not any(sign in str(error) for sign in _PEER_FAILURE_SIGNS):
             raise
         reason = " ".join(str(error).split())[:160]

@@ -174,6 +174,7 @@ class Trainer:
             if self.ctx.is_main:
                 checkpoint = {"epoch": epoch, "config": self.cfg.to_dict(), **state, "history": self.history}
                 self.files.write_checkpoint(checkpoint)
+                self.saved_epoch = epoch + 1  # whole on disk now, whatever happens before the barrier
                 if self.variant.shares_stage1 and epoch + 1 == self.cfg.stage1_epochs:
                     self.files.write_stage1_checkpoint(checkpoint)
                 self.files.write_log(self.history)

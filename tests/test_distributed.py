@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from pirid_lite.distributed import DistributedContext
-from pirid_lite.runfiles import CHECKPOINT, LOG, MEMORY_BANK, METRICS, RunFiles
+from pirid_lite.runfiles import CHECKPOINT, LOG, MEMORY_BANK, METRICS, STAGE1_CHECKPOINT, RunFiles
 from pirid_lite.utils import REPO_ROOT
 
 pytestmark = pytest.mark.slow
@@ -72,8 +72,8 @@ def test_only_rank_zero_writes(two_ranks, tmp_path):
     but 0 wrote. The folder holds exactly the run's files."""
     with pytest.raises(RuntimeError, match="only rank 0"):
         RunFiles(tmp_path, writable=False).write_log([])
-    assert sorted(p.name for p in two_ranks.iterdir()) == sorted([CHECKPOINT, "config.json", LOG, MEMORY_BANK,
-                                                                  METRICS])
+    assert sorted(p.name for p in two_ranks.iterdir()) == sorted([CHECKPOINT, STAGE1_CHECKPOINT, "config.json", LOG,
+                                                                  MEMORY_BANK, METRICS])
 
 
 def test_one_process_under_torchrun_equals_the_plain_run(tmp_path):
