@@ -214,15 +214,13 @@ class Trainer:
         if int(state["epoch"]) + 1 > self.cfg.epochs:
             raise UserError(f"cannot resume from {path}: it already holds {int(state['epoch']) + 1} epochs, "
                             f"more than epochs={self.cfg.epochs}")
-        self.state.load_state_dict(state, path)
-        self.history = list(state["history"])
+        self.saved_epoch = self._restore(state, path)
         if self.ctx.is_main:
             self.files.write_log(self.history)
-        self.saved_epoch = int(state["epoch"]) + 1
         return self.saved_epoch
 
     def _load_stage1(self, path: Path) -> int:
-        """Start from another ICS variant's end-of-stage-1 checkpoint (see :meth:`fit`); returns its epochs."""
+        """Start from another variant's end-of-stage-1 checkpoint (see :meth:`fit`); returns its epochs."""
         if not self.variant.shares_stage1:
             raise UserError(f"stage1_from: variant {self.cfg.variant!r} has no stage 1 shared with other variants")
         if not path.is_file():
@@ -234,6 +232,10 @@ class Trainer:
             raise UserError(f"stage1_from: {path} is not this run's stage 1 (it holds {int(state['epoch']) + 1} "
                             f"epochs, stage 1 has {self.cfg.stage1_epochs}; differences: "
                             f"{'; '.join(differences) or 'none'}; one process only)")
+        return self._restore(state, path)
+
+    def _restore(self, state: dict[str, Any], path: Path) -> int:
+        """Training state and history from a checked checkpoint ``state``; returns the epochs it holds."""
         self.state.load_state_dict(state, path)
         self.history = list(state["history"])
         return int(state["epoch"]) + 1
