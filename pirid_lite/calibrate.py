@@ -58,6 +58,107 @@ METHOD_SETTINGS: dict[str, dict] = {
 }
 
 
+# The association study (camera-constrained prototypes, pirid_lite.association): `pirid` settings chosen over two
+# validation instances (generator seeds 1 and 2 of `small`), two training seeds each, by pirid's mean mAP and its
+# share of the oracle's room. Instance 1's baselines and its DBSCAN run are the ones above (CHOSEN, METHOD_SETTINGS).
+ASSOCIATION_INSTANCES = (1, 2)
+ASSOCIATION_SEEDS = (0, 1)
+ASSOCIATION_SETTINGS: dict[str, dict] = {
+    "linkage": dict(association="camera-linkage", camera_centring=False),   # the stage-1 donor of each seed
+    "dbscan-centred": dict(association="dbscan", camera_centring=True),     # the cpu profile before this study
+    "linkage-centred": dict(association="camera-linkage", camera_centring=True),
+    "linkage-prototype-batches": dict(association="camera-linkage", camera_centring=False,
+                                      stage2_sampling="prototype"),
+}
+ASSOCIATION_ROOT = CALIBRATION_ROOT / "association"
+REUSED_ON_INSTANCE_1 = {"dbscan-centred": Path(CHOSEN) / "method" / "camera-centred",
+                        "pirid-1": Path(CHOSEN) / "pirid-1", "oracle-prototypes": Path(CHOSEN) / "oracle-prototypes"}
+
+
+def load_validation_instance(generator_seed: int):
+    """A validation instance of `small`: generator seed 1 is the calibration's own (load_candidate)."""
+    from . import datasets
+    if generator_seed == VALIDATION_SEED:
+        return load_candidate(CHOSEN)
+    return datasets.load("small", seed=generator_seed, verbose=False)
+
+
+def association_plan(generator_seed: int, settings: tuple[str, ...] = tuple(ASSOCIATION_SETTINGS),
+                     results_root: str | Path = ASSOCIATION_ROOT, profile: str = "cpu") -> list[Experiment]:
+    """The runs of one instance: each seed's ``linkage`` run first (it writes the seed's stage1.pt), then the
+    others from it, seeds alternating — so two shards side by side each hold one seed's donor. Runs that
+    instance 1 already has (:data:`REUSED_ON_INSTANCE_1`) are left out."""
+    root = Path(results_root) / f"instance{generator_seed}"
+    jobs = [(name, "pirid", ASSOCIATION_SETTINGS[name]) for name in settings]
+    jobs += [(variant, variant, {}) for variant in ("pirid-1", "oracle-prototypes")]
+    if generator_seed == VALIDATION_SEED:
+        jobs = [job for job in jobs if job[0] not in REUSED_ON_INSTANCE_1]
+    donor = jobs[0][0]
+    runs = []
+    for name, variant, overrides in jobs:
+        for seed in ASSOCIATION_SEEDS:
+            shared = root / donor / f"seed{seed}" / "stage1.pt" if name != donor else None
+            runs.append(Experiment(get_config(profile, variant=variant, seed=seed, **overrides),
+                                   root / name / f"seed{seed}", tag=name, stage1_from=shared))
+    return runs
+
+
+def run_association_study(shard: str | None = None, results_root: str | Path = ASSOCIATION_ROOT) -> pd.DataFrame:
+    for generator_seed in ASSOCIATION_INSTANCES:
+        run_experiments(select_shard(association_plan(generator_seed, results_root=results_root), shard),
+                        load_validation_instance(generator_seed))
+    return association_summary(results_root)
+
+
+def _run_rows(folder: Path, instance: int, name: str) -> list[dict]:
+    rows = []
+    for path in sorted(folder.glob("seed*/metrics.json")):
+        run = RunFiles(path.parent)
+        log = run.log()
+        stage2 = log[log[logkeys.STAGE] == 2] if logkeys.STAGE in log else log.iloc[0:0]
+        late = stage2.iloc[len(stage2) // 2:]  # the second half of stage 2
+        row = {"instance": instance, "setting": name, "seed": run.metrics()["config"]["seed"],
+               "mAP": run.metrics()["metrics"]["mAP"]}
+        for key, short in ((logkeys.PAIRWISE_F, "F"), (logkeys.PURITY, "purity"), (logkeys.NOISE_SHARE, "noise"),
+                           (logkeys.NUM_PROTOTYPES, "prototypes"), (logkeys.SAME_CAMERA_PROTOTYPES, "same_camera")):
+            if key in late:
+                row[f"{short}_late"] = float(late[key].mean())
+        rows.append(row)
+    return rows
+
+
+def association_summary(results_root: str | Path = ASSOCIATION_ROOT) -> pd.DataFrame:
+    """Per instance, setting and seed: mAP, the share of the oracle's room over pirid-1 (same instance and
+    seed), and the prototypes over the second half of stage 2 (pairwise F, purity, noise, count, prototypes
+    with two IDs of one camera — the last from the prototypes alone)."""
+    rows = []
+    for instance in ASSOCIATION_INSTANCES:
+        folders = {p.name: p for p in sorted((Path(results_root) / f"instance{instance}").glob("*")) if p.is_dir()}
+        if instance == VALIDATION_SEED:
+            folders.update({name: CALIBRATION_ROOT / rel for name, rel in REUSED_ON_INSTANCE_1.items()})
+        for name, folder in folders.items():
+            rows += [r for r in _run_rows(folder, instance, name) if r["seed"] in ASSOCIATION_SEEDS]
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    base = table.set_index(["instance", "seed", "setting"])["mAP"]
+    def share(row):
+        try:
+            low, high = base[(row.instance, row.seed, "pirid-1")], base[(row.instance, row.seed, "oracle-prototypes")]
+        except KeyError:
+            return float("nan")
+        return (row.mAP - low) / (high - low)
+    table["share_of_oracle_room"] = table.apply(share, axis=1)
+    return table.sort_values(["setting", "instance", "seed"]).reset_index(drop=True)
+
+
+def association_choice(table: pd.DataFrame) -> pd.DataFrame:
+    """Mean over both instances and seeds, per setting: what the choice reads (mAP and share first)."""
+    means = table.drop(columns=["instance", "seed"]).groupby("setting").mean()
+    means["runs"] = table.groupby("setting").size()
+    return means.sort_values("mAP", ascending=False)
+
+
 def candidate_spec(name: str) -> SyntheticSpec:
     if name not in CANDIDATES:
         raise ValueError(f"unknown calibration candidate {name!r}; expected one of {tuple(CANDIDATES)}")
@@ -193,6 +294,15 @@ def report(results_root: str | Path = CALIBRATION_ROOT) -> str:
             lines += ["`pirid` with the open settings of `calibrate.METHOD_SETTINGS` (last-epoch prototypes against "
                       "the hidden truth of this instance's training split):", "",
                       method.round(3).to_markdown(index=False), ""]
+    study = association_summary(Path(results_root) / "association")
+    if not study.empty:
+        lines += ["## The association study (`calibrate --association`)", "",
+                  f"`pirid` settings of `calibrate.ASSOCIATION_SETTINGS` on validation instances "
+                  f"{' and '.join(map(str, ASSOCIATION_INSTANCES))} (generator seeds of `small`), training seeds "
+                  f"{', '.join(map(str, ASSOCIATION_SEEDS))}; `_late` = mean over the second half of stage 2. "
+                  "Instance 1's pirid-1, oracle and dbscan-centred runs are the ones above.", "",
+                  "Mean over instances and seeds:", "", association_choice(study).round(3).to_markdown(), "",
+                  "Every run:", "", study.round(3).to_markdown(index=False), ""]
     return "\n".join(lines)
 
 

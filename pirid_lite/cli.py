@@ -232,6 +232,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from . import calibrate
     _set_threads(args)
+    if args.association:
+        table = calibrate.run_association_study(shard=args.shard)
+        print(calibrate.association_choice(table).round(3).to_string())
+        print(f"report written to {calibrate.write_report()}")
+        return 0
     if args.candidate not in calibrate.CANDIDATES:
         raise UserError(f"--candidate {args.candidate!r}: expected one of {', '.join(calibrate.CANDIDATES)}")
     if args.method_settings:
@@ -321,7 +326,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cal = sub.add_parser("calibrate", parents=[common],
                          help="run a benchmark candidate on the validation instance (baselines only)")
-    cal.add_argument("--candidate", required=True, help="a name from pirid_lite.calibrate.CANDIDATES")
+    cal.add_argument("--candidate", default=None, help="a name from pirid_lite.calibrate.CANDIDATES")
+    cal.add_argument("--association", action="store_true",
+                     help="instead: the association study (pirid_lite.calibrate.ASSOCIATION_SETTINGS over the "
+                          "validation instances 1 and 2, two seeds each)")
     cal.add_argument("--seeds", type=int, default=3, help="training seeds per variant (default 3)")
     cal.add_argument("--variants", default="supervised,pirid-1,oracle-prototypes",
                      help="comma-separated, among supervised, pirid-1, oracle-prototypes")

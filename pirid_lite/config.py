@@ -16,17 +16,19 @@ from typing import Any
 
 from .errors import UserError
 
+from .groupings import ASSOCIATIONS
 from .variants import POLICIES, VARIANTS
 
 ICS_VARIANTS = tuple(name for name, p in POLICIES.items() if not p.reads_truth)  # never train on hidden truth
 PROFILES = ("paper", "cpu", "test")
-METRICS = ("cosine", "jaccard")
+METRICS = ("cosine", "jaccard", "jaccard-camera")
 STAGE2_SAMPLING = ("intra-id", "prototype")
 PROTOTYPE_SOURCES = ("memory", "fresh")
 INPUT_PIPELINES = ("auto", "dataloader", "tensor")
 # Fields read only in stage 2 (§2.3 prototypes, Eq. 4-5): runs that differ only in these share stage 1.
 STAGE2_ONLY_FIELDS = ("dbscan_eps", "dbscan_min_samples", "cluster_metric", "jaccard_k1", "jaccard_k2",
-                      "camera_centring", "cannot_link", "prototype_source", "triplet_margin", "stage2_sampling")
+                      "camera_centring", "cannot_link", "prototype_source", "triplet_margin", "stage2_sampling",
+                      "association", "linkage_scale", "linkage_metric")
 
 
 @dataclass
@@ -80,6 +82,10 @@ class PiridConfig:
     memory_renormalize: bool = True      # re-normalise a column after Eq. 1 (paper silent)
 
     # --- prototypes (§2.3) and inter-camera losses (Eq. 4-5)
+    association: str = "dbscan"          # how the IDs are grouped (pirid_lite.groupings): "dbscan" = the paper;
+                                         # "camera-linkage" never groups two IDs of one camera (beyond the paper)
+    linkage_scale: float = 2.0           # camera-linkage threshold = scale × median cross-camera NN distance
+    linkage_metric: str = "cosine"       # the distance camera-linkage groups on
     dbscan_eps: float = 0.6
     dbscan_min_samples: int = 2          # unstated; 2 = an ID seen in two cameras can form a prototype
     cluster_metric: str = "jaccard"      # "cosine" or "jaccard" (k-reciprocal); default chosen by measurement
@@ -117,6 +123,10 @@ class PiridConfig:
 
         check(self.variant in VARIANTS, f"variant={self.variant!r}, expected one of {VARIANTS}")
         check(self.profile in PROFILES, f"profile={self.profile!r}, expected one of {PROFILES}")
+        check(self.association in ASSOCIATIONS,
+              f"association={self.association!r}, expected one of {ASSOCIATIONS}")
+        check(self.linkage_scale > 0, f"linkage_scale={self.linkage_scale}, expected > 0")
+        check(self.linkage_metric in METRICS, f"linkage_metric={self.linkage_metric!r}, expected one of {METRICS}")
         check(self.cluster_metric in METRICS, f"cluster_metric={self.cluster_metric!r}, expected one of {METRICS}")
         check(self.stage2_sampling in STAGE2_SAMPLING,
               f"stage2_sampling={self.stage2_sampling!r}, expected one of {STAGE2_SAMPLING}")

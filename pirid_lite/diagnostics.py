@@ -49,10 +49,12 @@ def cross_camera_nn_accuracy(bank: torch.Tensor, label_camera, true_identity) ->
 
 
 def prototype_diagnostics(prototypes, memory_features: torch.Tensor, labels, dataset, variant: str) -> dict:
-    """What a stage-2 epoch logs about its prototypes against the hidden truth (never trained on): their
-    quality (:func:`pirid_lite.prototypes.prototype_quality`) and K's cross-camera NN accuracy. The
-    ``supervised`` rows are true identities already, so only their count and noise are logged."""
+    """What a stage-2 epoch logs about its prototypes: the truth-free signals (prototypes holding two IDs of
+    one camera, the largest prototype; :mod:`pirid_lite.association`) and, against the hidden truth (never
+    trained on), their quality (:func:`pirid_lite.prototypes.prototype_quality`) and K's cross-camera NN
+    accuracy. The ``supervised`` rows are true identities already, so only their count and noise are logged."""
     from . import logkeys
+    from .association import largest_prototype, same_camera_prototypes
     from .prototypes import prototype_quality
     from .variants import policy
 
@@ -61,4 +63,8 @@ def prototype_diagnostics(prototypes, memory_features: torch.Tensor, labels, dat
     truth = dataset.hidden_truth.reveal_per_label(reason="prototype diagnostics (log only)")
     # how often K's nearest other-camera row is the same person: what clustering could build on
     nn_accuracy = cross_camera_nn_accuracy(memory_features.detach().cpu(), labels.id_group, truth)
-    return {**prototype_quality(prototypes.assignment.cpu(), truth), logkeys.MEMORY_NN_ACCURACY: nn_accuracy}
+    assignment = prototypes.assignment.cpu()
+    return {logkeys.SAME_CAMERA_PROTOTYPES: same_camera_prototypes(assignment, labels.id_group),
+            logkeys.LARGEST_PROTOTYPE: largest_prototype(assignment),
+            **({} if prototypes.threshold is None else {logkeys.ASSOCIATION_THRESHOLD: prototypes.threshold}),
+            **prototype_quality(assignment, truth), logkeys.MEMORY_NN_ACCURACY: nn_accuracy}

@@ -20,7 +20,7 @@ from .config import PiridConfig
 from .distributed import SINGLE_PROCESS, DistributedContext
 from .evaluate import extract_features
 from .memory import IntraCameraMemory, id_centroids
-from .prototypes import Prototypes, form_prototypes, prototypes_from_groups
+from .prototypes import Prototypes
 from .tensor_pipeline import TensorTestLoader
 from .variants import LabelSpace, policy
 
@@ -53,19 +53,12 @@ def clustering_input(model: torch.nn.Module, dataset, memory: IntraCameraMemory,
 
 
 def group_ids(bank: torch.Tensor, cfg: PiridConfig, labels: LabelSpace, dataset) -> Prototypes:
-    """The variant's grouping of the N rows of ``bank`` into prototypes (K' starts at their centroids)."""
+    """The variant's grouping (:mod:`pirid_lite.groupings`) of the N rows of ``bank`` into prototypes (K'
+    starts at their centroids)."""
     grouping = policy(cfg.variant).grouping
-    if grouping == "identity":  # every true identity is its own prototype
-        return prototypes_from_groups(bank, torch.arange(labels.num_ids, device=bank.device), keep_singletons=True)
-    if grouping == "truth":
-        truth = dataset.hidden_truth.reveal_per_label(reason=f"{cfg.variant} diagnostic variant")
-        return prototypes_from_groups(bank, torch.as_tensor(truth, device=bank.device))
-    if grouping == "dbscan":
-        return form_prototypes(bank, torch.as_tensor(labels.id_group, device=bank.device),
-                               eps=cfg.dbscan_eps, min_samples=cfg.dbscan_min_samples, metric=cfg.cluster_metric,
-                               cannot_link=cfg.cannot_link, k1=cfg.jaccard_k1, k2=cfg.jaccard_k2,
-                               camera_centring=cfg.camera_centring)
-    raise ValueError(f"variant {cfg.variant!r} has no stage 2, so it forms no prototypes")
+    if grouping is None:
+        raise ValueError(f"variant {cfg.variant!r} has no stage 2, so it forms no prototypes")
+    return grouping(bank, torch.as_tensor(labels.id_group, device=bank.device), cfg, dataset)
 
 
 def prototypes_for_epoch(model: torch.nn.Module, dataset, memory: IntraCameraMemory, cfg: PiridConfig,

@@ -94,7 +94,7 @@ def _query_expansion(rows: torch.Tensor, cols: torch.Tensor, vals: torch.Tensor,
     return keys // n, keys % n, summed / k
 
 
-def jaccard_distance(x: torch.Tensor, k1: int = 20, k2: int = 6) -> torch.Tensor:
+def jaccard_distance(x: torch.Tensor, k1: int = 20, k2: int = 6, cameras: torch.Tensor | None = None) -> torch.Tensor:
     """(N, N) k-reciprocal-encoding Jaccard distance (Zhong et al. 2017), as SpCL/cluster-contrast's
     ``compute_jaccard_distance`` (no original-distance mixing).
 
@@ -104,6 +104,10 @@ def jaccard_distance(x: torch.Tensor, k1: int = 20, k2: int = 6) -> torch.Tensor
     −‖x_i − x_j‖²; local query expansion V[i] ← mean of V over i's k2 nearest (self included);
     d_J(i, j) = 1 − Σ min(V_i, V_j) / Σ max(V_i, V_j) = 1 − m / (2 − m) with m = Σ_k min(V_ik, V_jk).
     Vectorised with a sparse V (no loop over points); symmetric, in [0, 1], zero diagonal.
+
+    ``cameras`` (N,), beyond Zhong et al.: camera-aware neighbours, the inter-camera half of CA-Jaccard (Chen et
+    al. 2024). The neighbour sets N(i, k) are drawn from other cameras only (self still first), so a camera's
+    shared look cannot fill an ID's k-reciprocal set with IDs of its own camera.
     """
     if x.dim() != 2 or x.shape[0] == 0:
         raise ValueError(f"jaccard_distance: expected (N, d) features, got {tuple(x.shape)}")
@@ -114,8 +118,13 @@ def jaccard_distance(x: torch.Tensor, k1: int = 20, k2: int = 6) -> torch.Tensor
     sq_dist = (2.0 - 2.0 * x @ x.T).clamp(min=0.0).fill_diagonal_(0.0)
     k1, k2 = min(k1, n - 1), min(k2, n)
     # −2 on the diagonal ranks every point first among its own neighbours (a duplicate cannot overtake it)
-    rank = torch.topk(sq_dist - 2.0 * torch.eye(n, device=x.device), max(k1 + 1, k2), dim=1,
-                      largest=False).indices
+    ranked = sq_dist - 2.0 * torch.eye(n, device=x.device)
+    if cameras is not None:  # same-camera pairs (4 > any squared distance of unit rows) rank after all others
+        cameras = torch.as_tensor(cameras, device=x.device)
+        ranked = ranked + 4.0 * ((cameras[:, None] == cameras[None, :]) & ~torch.eye(n, dtype=torch.bool,
+                                                                                     device=x.device))
+    rank = torch.topk(ranked, max(k1 + 1, k2), dim=1, largest=False).indices
+    del ranked
     rows, cols = torch.nonzero(_expanded_neighbours(rank, k1), as_tuple=True)
     vals = _row_normalised(rows, torch.exp(-sq_dist[rows, cols]), n)  # softmax of −d² over R*(i)
     del sq_dist

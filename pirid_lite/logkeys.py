@@ -22,6 +22,12 @@ def loss_key(term: str) -> str:
     return f"loss_{term}"
 
 
+# stage-2 epochs of ICS variants: what the prototypes show without the truth (a user with real data sees these)
+SAME_CAMERA_PROTOTYPES = "same_camera_prototypes"  # prototypes holding two IDs of one camera (certainly wrong)
+LARGEST_PROTOTYPE = "largest_prototype"            # IDs in the largest prototype (≤ the number of cameras if right)
+ASSOCIATION_THRESHOLD = "association_threshold"    # camera-linkage: the epoch's adaptive threshold
+TRUTH_FREE = (SAME_CAMERA_PROTOTYPES, LARGEST_PROTOTYPE)
+
 # stage-2 epochs: the prototypes against the hidden truth (logged only, never trained on)
 NUM_PROTOTYPES = "num_prototypes"
 NOISE_SHARE = "noise_share"

@@ -8,6 +8,7 @@ conventional in memory/DBSCAN ReID code (SpCL, cluster-contrast). Noise points (
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,7 @@ from sklearn.metrics.cluster import contingency_matrix, pair_confusion_matrix
 from . import logkeys
 from .jaccard import jaccard_distance
 
-DISTANCES = ("cosine", "jaccard")
+DISTANCES = ("cosine", "jaccard", "jaccard-camera")
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Prototypes:
     num_prototypes: int
     noise_share: float
     distance: str
+    threshold: float | None = None   # the grouping's threshold when it adapts per call (camera-linkage)
 
 
 # --------------------------------------------------------------------------- distances
@@ -41,11 +43,16 @@ def cosine_distance(x: torch.Tensor) -> torch.Tensor:
     return dist.fill_diagonal_(0.0)
 
 
-def _distance(features: torch.Tensor, metric: str, k1: int, k2: int) -> torch.Tensor:
+def pair_distance(features: torch.Tensor, metric: str, k1: int = 20, k2: int = 6,
+                  cameras: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, N) distance that §2.3 groups on: ``cosine``, ``jaccard`` (k-reciprocal) or ``jaccard-camera``
+    (k-reciprocal with neighbours from other cameras, which needs ``cameras``)."""
     if metric == "cosine":
         return cosine_distance(features)
     if metric == "jaccard":
         return jaccard_distance(features, k1=k1, k2=k2)
+    if metric == "jaccard-camera" and cameras is not None:
+        return jaccard_distance(features, k1=k1, k2=k2, cameras=cameras)
     raise ValueError(f"metric={metric!r}: expected one of {DISTANCES} (PiridConfig.cluster_metric)")
 
 
@@ -120,7 +127,7 @@ def _relabel(labels: np.ndarray) -> np.ndarray:
     return out
 
 
-def _build(memory_features: torch.Tensor, labels: np.ndarray, distance: str) -> Prototypes:
+def build_prototypes(memory_features: torch.Tensor, labels: np.ndarray, distance: str) -> Prototypes:
     """Prototypes from cluster labels: K' rows = L2-normalised mean of the members' rows."""
     assignment = torch.as_tensor(_relabel(labels), device=memory_features.device)
     num = int(assignment.max()) + 1 if len(assignment) and assignment.max() >= 0 else 0
@@ -151,11 +158,33 @@ def form_prototypes(memory_features: torch.Tensor, label_camera: torch.Tensor, e
     seen = memory_features.detach()
     if camera_centring:
         seen = camera_centred(seen, torch.as_tensor(cameras, device=seen.device))
-    dist = _distance(seen, metric, k1, k2).double().cpu().numpy()
+    dist = pair_distance(seen, metric, k1, k2, torch.as_tensor(cameras, device=seen.device)).double().cpu().numpy()
     labels = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(dist)
     if cannot_link:
         labels = _apply_cannot_link(labels, dist, cameras, eps)
-    return _build(memory_features, labels, metric + ("+cannot-link" if cannot_link else ""))
+    return build_prototypes(memory_features, labels, metric + ("+cannot-link" if cannot_link else ""))
+
+
+def linkage_prototypes(memory_features: torch.Tensor, label_camera: torch.Tensor, scale: float = 2.0,
+                       metric: str = "cosine", k1: int = 20, k2: int = 6, camera_centring: bool = False) -> Prototypes:
+    """Beyond the paper: §2.3's prototypes from :func:`pirid_lite.association.camera_constrained_linkage` —
+    complete linkage that never groups two IDs of one camera, at ``scale`` × the median cross-camera
+    nearest-neighbour distance (:func:`pirid_lite.association.adaptive_threshold`, recomputed per call).
+    ``camera_centring`` as in :func:`form_prototypes`."""
+    from .association import adaptive_threshold, camera_constrained_linkage
+
+    cameras = torch.as_tensor(label_camera).cpu().numpy()
+    if memory_features.dim() != 2 or cameras.shape != (memory_features.shape[0],):
+        raise ValueError(f"linkage_prototypes: features {tuple(memory_features.shape)} must be (N, d) with one "
+                         f"camera per row, got label_camera {cameras.shape}")
+    seen = memory_features.detach()
+    if camera_centring:
+        seen = camera_centred(seen, torch.as_tensor(cameras, device=seen.device))
+    dist = pair_distance(seen, metric, k1, k2, torch.as_tensor(cameras, device=seen.device)).double().cpu().numpy()
+    threshold = adaptive_threshold(dist, cameras, scale)
+    labels = camera_constrained_linkage(dist, cameras, threshold)
+    return dataclasses.replace(build_prototypes(memory_features, labels, f"{metric}+camera-linkage"),
+                               threshold=threshold)
 
 
 def prototypes_from_groups(memory_features: torch.Tensor, groups: torch.Tensor,
@@ -173,7 +202,7 @@ def prototypes_from_groups(memory_features: torch.Tensor, groups: torch.Tensor,
     if not keep_singletons:
         values, counts = np.unique(labels, return_counts=True)
         labels = np.where(np.isin(labels, values[counts == 1]), -1, labels)
-    return _build(memory_features, labels, "groups")
+    return build_prototypes(memory_features, labels, "groups")
 
 
 # --------------------------------------------------------------------------- diagnostics

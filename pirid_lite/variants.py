@@ -6,9 +6,10 @@ A :class:`VariantPolicy` says three things about a variant:
   (Eq. 2; every ICS variant) or the true identities with one softmax over all of them (``supervised``);
 * **losses** — which terms of the loss recipe (:data:`pirid_lite.losses.LOSS_RECIPE`) it uses; ``None`` =
   every term, so a loss added to the recipe is on in the full method at once;
-* **grouping** — how stage 2 (§2.3) groups the IDs into prototypes: ``"dbscan"`` (the method),
-  ``"truth"`` (oracle, hidden ground truth), ``"identity"`` (every row is its own prototype) or ``None``
-  (no stage 2).
+* **grouping** — how stage 2 (§2.3) groups the IDs into prototypes, a registered
+  :class:`pirid_lite.groupings.Grouping`: ``ASSOCIATION`` (the method: the truth-free grouping that
+  ``PiridConfig.association`` names), ``truth`` (oracle, hidden ground truth), ``identity`` (every row is
+  its own prototype) or ``None`` (no stage 2).
 
 Only the policies with ``reads_truth`` read the dataset's hidden cross-camera identities to train.
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-GROUPINGS = ("dbscan", "truth", "identity")
+from .groupings import ASSOCIATION, GROUPINGS, Grouping
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,7 @@ class VariantPolicy:
     description: str
     label_space: str = "intra-camera"           # "intra-camera" | "true-identity"
     losses: tuple[str, ...] | None = None       # recipe terms used; None = all of them
-    grouping: str | None = "dbscan"             # one of GROUPINGS, or None = stage 1 for every epoch
+    grouping: Grouping | None = ASSOCIATION     # None = stage 1 for every epoch
 
     @property
     def has_stage2(self) -> bool:
@@ -42,20 +43,20 @@ class VariantPolicy:
     @property
     def reads_truth(self) -> bool:
         """True when training (not only logging) reads the hidden cross-camera identities."""
-        return self.label_space == "true-identity" or self.grouping == "truth"
+        return self.label_space == "true-identity" or (self.grouping is not None and self.grouping.reads_truth)
 
     def uses(self, term: str) -> bool:
         return self.losses is None or term in self.losses
 
 
 POLICIES: dict[str, VariantPolicy] = {p.name: p for p in (
-    VariantPolicy("pirid", "the full method: L_intra, then + L_inter_ID + L_inter_triplet on DBSCAN prototypes"),
+    VariantPolicy("pirid", "the full method: L_intra, then + L_inter_ID + L_inter_triplet on the prototypes of §2.3"),
     VariantPolicy("pirid-1", "L_intra only, every epoch (Table 2)", losses=("intra",), grouping=None),
     VariantPolicy("pirid-2", "PIRID without L_inter_triplet (Table 2)", losses=("intra", "inter_id")),
     VariantPolicy("supervised", "true identities as IDs, one softmax, each identity its own prototype "
-                                "(upper bound, diagnostic)", label_space="true-identity", grouping="identity"),
-    VariantPolicy("oracle-prototypes", "the true cross-camera grouping instead of DBSCAN (diagnostic)",
-                  grouping="truth"),
+                                "(upper bound, diagnostic)", label_space="true-identity", grouping=GROUPINGS["identity"]),
+    VariantPolicy("oracle-prototypes", "the true cross-camera grouping instead of the association (diagnostic)",
+                  grouping=GROUPINGS["truth"]),
 )}
 VARIANTS = tuple(POLICIES)
 

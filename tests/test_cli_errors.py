@@ -84,7 +84,7 @@ def test_set_lr_abc_names_the_field_and_the_expected_type(capsys):
     ("lr_milestones=20,x", "error: --set lr_milestones expects a tuple of ints such as 20,40, got '20,x'"),
     ("iters_per_epoch=1.5", "error: --set iters_per_epoch expects an int or none, got '1.5'"),
     ("cluster_metric=euclid",
-     "error: invalid PiridConfig: cluster_metric='euclid', expected one of ('cosine', 'jaccard')"),
+     "error: invalid PiridConfig: cluster_metric='euclid', expected one of ('cosine', 'jaccard', 'jaccard-camera')"),
     ("epoks=3", "error: --set epoks: unknown config field; did you mean 'epochs'?"),
     ("seed=3", "error: --set seed: set it with --seed instead"),
 ], ids=["int", "float", "bool", "tuple", "optional", "string", "unknown", "flag"])

@@ -39,6 +39,8 @@ def test_the_declared_keys_are_the_written_ones(written_keys):
     declared = {value for name, value in vars(logkeys).items() if name.isupper() and isinstance(value, str)}
     declared |= {logkeys.loss_key(term) for term in LOSS_TERMS} | set(logkeys.RETRIEVAL)
     # FALLBACK_INTRA_ONLY appears only when DBSCAN finds no prototype at all, RANK_DIGESTS only in runs over
-    # several processes (tests/test_distributed.py reads it)
+    # several processes (tests/test_distributed.py reads it), ASSOCIATION_THRESHOLD only with camera-linkage
+    # (tests/test_association.py reads it)
     assert written_keys - declared == set(), "a run writes a key that logkeys does not define"
-    assert declared - written_keys <= {logkeys.FALLBACK_INTRA_ONLY, logkeys.RANK_DIGESTS}
+    assert declared - written_keys <= {logkeys.FALLBACK_INTRA_ONLY, logkeys.RANK_DIGESTS,
+                                       logkeys.ASSOCIATION_THRESHOLD}
