@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks._common import make_parser, report
-from pirid_lite.runfiles import RunFiles
+from pirid_lite.engine.runfiles import RunFiles
 from pirid_lite.utils import REPO_ROOT
 
 

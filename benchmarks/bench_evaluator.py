@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from benchmarks._common import best_time, make_parser, report
-from pirid_lite.evaluate import evaluate_rank
+from pirid_lite.evaluation.evaluate import evaluate_rank
 
 FULL = dict(num_ids=750, num_cameras=6, num_query=3368, num_gallery=15913, num_distractors=2793)
 SMALL = dict(num_ids=40, num_cameras=4, num_query=120, num_gallery=700, num_distractors=100)

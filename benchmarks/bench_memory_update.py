@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks._common import best_time, make_parser, report
-from pirid_lite.memory import momentum_update_
+from pirid_lite.method.memory import momentum_update_
 
 FULL = dict(num_ids=3000, dim=2048, batch=256, instances=4)
 SMALL = dict(num_ids=50, dim=16, batch=16, instances=4)

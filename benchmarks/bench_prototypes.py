@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks._common import best_time, make_parser, report
-from pirid_lite.prototypes import form_prototypes, prototype_quality
+from pirid_lite.method.prototypes import form_prototypes, prototype_quality
 
 FULL = dict(num_identities=1500, num_cameras=15, dim=2048)
 SMALL = dict(num_identities=40, num_cameras=4, dim=256)

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 
 from benchmarks._common import make_parser, report
 from pirid_lite.config import get_config
-from pirid_lite.losses import batch_hard_triplet_loss, inter_id_loss, intra_camera_loss, total_loss
-from pirid_lite.memory import IntraCameraMemory, PrototypeMemory
-from pirid_lite.model import build_model
+from pirid_lite.method.losses import batch_hard_triplet_loss, inter_id_loss, intra_camera_loss, total_loss
+from pirid_lite.method.memory import IntraCameraMemory, PrototypeMemory
+from pirid_lite.method.model import build_model
 
 
 def _setup(cfg, device: torch.device, num_ids: int = 600, num_cameras: int = 6, num_prototypes: int = 200):

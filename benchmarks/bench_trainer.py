@@ -5,7 +5,7 @@ channels_last, the in-memory input pipeline — what the ``cpu`` profile runs no
 
 * **bare**: forward + backward + Adam step of the same ``ReIDNet`` on one random batch, repeated;
 * **trainer stage 1 / stage 2**: a real ``Trainer`` on the synthetic ``small`` benchmark (``cpu`` profile),
-  its epoch code (``run_epoch``; stage 2 also forms the prototypes: fresh-centroid pass, DBSCAN),
+  its epoch (``Trainer.train_epoch``; stage 2 also forms the prototypes: fresh-centroid pass, grouping),
   best of 2 epochs after a warm-up one; images/s = images trained / epoch wall time.
 
 Ratios are taken within one run (the machine is shared): trainer / bare of the same setting, and every
@@ -21,8 +21,8 @@ import torch
 from benchmarks._common import make_parser, report
 from pirid_lite import datasets
 from pirid_lite.config import get_config
-from pirid_lite.model import build_model
-from pirid_lite.trainer import Trainer
+from pirid_lite.method.model import build_model
+from pirid_lite.engine.trainer import Trainer
 
 SETTINGS = {  # name -> PiridConfig overrides; "today" = the cpu profile before its fast path
     "today (NCHW, DataLoader)": dict(channels_last=False, input_pipeline="dataloader"),
@@ -57,22 +57,19 @@ def bare_images_per_second(cfg, iters: int) -> float:
 
 
 def trainer_images_per_second(cfg, dataset, repeats: int = 2) -> tuple[float, float]:
-    """(stage-1, stage-2) images/s of the trainer's own epoch code (best of ``repeats`` epochs each, after
-    one warm-up epoch): ``run_epoch`` for stage 1; forming the prototypes (fresh-centroid pass, DBSCAN,
-    diagnostics) plus ``run_epoch`` for stage 2. Checkpoint writes are left out (a fixed cost per epoch)."""
-    from pirid_lite.training import epoch_loader, run_epoch
+    """(stage-1, stage-2) images/s of the trainer's own epoch (``Trainer.train_epoch``; best of ``repeats``
+    epochs each, after one warm-up epoch). A stage-2 epoch includes forming the prototypes (fresh-centroid
+    pass, grouping, diagnostics). Checkpoint writes are left out (a fixed cost per epoch)."""
+    from pirid_lite.engine.training import batches_per_epoch
 
+    images = batches_per_epoch(cfg, len(dataset.train)) * cfg.batch_size
     with tempfile.TemporaryDirectory() as out:
-        trainer = Trainer(cfg, dataset, out, progress=False, log=lambda _: None)
-        trainer.setup()
+        trainer = Trainer(cfg.replace(eval_every=0), dataset, out, progress=False, log=lambda _: None)
 
         def epoch(stage: int) -> float:
             started = time.perf_counter()
-            stage2 = trainer._form_stage2(0, {}) if stage == 2 else None
-            loader, _ = epoch_loader(cfg, dataset, trainer.labels, 0, stage2, trainer.train_images)
-            run_epoch(trainer.state, loader, trainer.image_labels, stage2, trainer.variant, RuntimeError,
-                      progress=False)
-            return len(loader) * cfg.batch_size / (time.perf_counter() - started)
+            trainer.train_epoch(0 if stage == 1 else cfg.stage1_epochs)
+            return images / (time.perf_counter() - started)
 
         epoch(1)
         return max(epoch(1) for _ in range(repeats)), max(epoch(2) for _ in range(repeats))

@@ -14,6 +14,7 @@ import typing
 from pathlib import Path
 
 from .config import PROFILES, VARIANTS, PiridConfig, get_config
+from .variants import BASELINES, POLICIES
 from .errors import UserError
 
 DEBUG_ENV = "PIRID_DEBUG"  # PIRID_DEBUG=1 acts like --debug
@@ -108,16 +109,16 @@ def _load_dataset(args: argparse.Namespace):
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)  # first: a bad --set fails before torch is imported
     from . import distributed
-    from .runfiles import CHECKPOINT, run_dir
-    from .trainer import Trainer
+    from .engine.runfiles import CHECKPOINT, run_dir
+    from .engine.trainer import Trainer
     from .utils import resolve_device
 
     ctx = distributed.init_from_env(cfg.device)  # torchrun: this rank's place; else a single process
     cfg = cfg.replace(device=distributed.device_for(ctx, cfg.device))
-    resolve_device(cfg.device)  # a bad --device fails before the dataset is read
+    device = resolve_device(cfg.device)  # once for the run; a bad --device fails before the dataset is read
     dataset = _load_dataset(args)
     out = Path(args.out) if args.out else run_dir("results", dataset.name, cfg.profile, cfg.variant, cfg.seed)
-    trainer = Trainer(cfg, dataset, out, progress=not args.no_progress, ctx=ctx)
+    trainer = Trainer(cfg, dataset, out, progress=not args.no_progress, ctx=ctx, device=device)
     resume_hint = _resume_command(args.argv)
     try:
         with distributed.stop_on_sigterm(ctx):
@@ -156,8 +157,8 @@ def _resume_command(argv: list[str]) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_model
-    from .runfiles import load_model
+    from .evaluation.evaluate import evaluate_model
+    from .engine.runfiles import load_model
     from .utils import resolve_device
 
     device = resolve_device(args.device)
@@ -170,7 +171,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_generate(args: argparse.Namespace) -> int:
     from . import datasets
     from .datasets.synthetic import ensure_generated
-    from .viz import camera_sample_grid
+    from .notebook.viz import camera_sample_grid
 
     if args.preset not in datasets.SYNTHETIC_PRESET_NAMES:
         raise UserError(f"--preset {args.preset!r}: unknown synthetic preset; expected one of "
@@ -189,8 +190,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Generate `small`, train PIRID with the cpu profile, evaluate, print R1/R5/R10/mAP."""
     from . import datasets
-    from .runfiles import run_dir
-    from .trainer import Trainer
+    from .engine.runfiles import run_dir
+    from .engine.trainer import Trainer
 
     started = time.perf_counter()
     dataset = datasets.load("small", seed=0)  # prints its summary
@@ -198,8 +199,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # under results/demo/, not results/runs/: a demo run must not enter the committed tables
     out = run_dir(Path(args.out) / "demo", dataset.name, cfg.profile, cfg.variant, cfg.seed)
     trainer = Trainer(cfg, dataset, out, progress=not args.no_progress)
-    trainer.setup()
-    untrained = trainer.evaluate()  # the floor to read the result against (fit() re-seeds and rebuilds)
+    untrained = trainer.evaluate_untrained()  # the floor to read the result against
     result = trainer.fit()
     start = result["provenance"]["weights_source"]
     print(f"\nPIRID on synthetic-small (cpu profile: {cfg.arch} at {cfg.height}x{cfg.width}, {cfg.epochs} epochs; "
@@ -219,7 +219,7 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .reproduce import reproduce
+    from .experiments.reproduce import reproduce
     _set_threads(args)
     if args.prepare:  # what every shard reads, made once before the shards start (no two writers)
         from . import datasets
@@ -230,7 +230,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from . import calibrate
+    from .experiments import calibrate
     _set_threads(args)
     if args.association:
         table = calibrate.run_association_study(shard=args.shard)
@@ -254,7 +254,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _add_batch_args(parser: argparse.ArgumentParser) -> None:
-    """What every batch of runs takes (pirid_lite.experiments): shards and threads."""
+    """What every batch of runs takes (pirid_lite.experiments.runner): shards and threads."""
     parser.add_argument("--shard", default=None, metavar="I/N",
                         help="run every N-th experiment starting at I (run N such processes in parallel)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of this process (default: torch's)")
@@ -267,13 +267,18 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)  # --debug after the command too; SUPPRESS keeps the above
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_train, _add_evaluate, _add_generate, _add_demo, _add_reproduce, _add_calibrate):
+        add(sub, common)
+    return parser
 
+
+def _add_train(sub, common) -> None:
     train = sub.add_parser("train", parents=[common],
                            help="train one variant and evaluate it")
     _add_dataset_args(train)
     train.add_argument("--variant", choices=VARIANTS, default="pirid",
-                       help="pirid (full) | pirid-1 (L_intra only) | pirid-2 (no triplet) | supervised | "
-                            "oracle-prototypes (default pirid)")
+                       help="; ".join(f"{name}: {p.description}" for name, p in POLICIES.items())
+                            + " (default pirid)")
     train.add_argument("--profile", choices=PROFILES, default="cpu",
                        help="paper = §3.1 exactly (GPU); cpu = scaled down for 2 cores; test = seconds")
     train.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
@@ -288,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="stop after N epochs, as if killed there (the checkpoint resumes with --resume)")
     train.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub, common) -> None:
     evaluate = sub.add_parser("evaluate", parents=[common],
                               help="evaluate a checkpoint (Market-1501 protocol)")
     evaluate.add_argument("--checkpoint", required=True, help="checkpoint.pt of a run")
@@ -296,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--flip", action="store_true", help="average features of the image and its mirror")
     evaluate.set_defaults(func=cmd_evaluate)
 
+
+def _add_generate(sub, common) -> None:
     generate = sub.add_parser("generate", parents=[common],
                               help="generate a synthetic benchmark preset and print its summary")
     generate.add_argument("--preset", default="small", help="tiny | small | market (default small)")
@@ -304,6 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--grid", default=None, help="also save a PNG grid of sample images per camera here")
     generate.set_defaults(func=cmd_generate)
 
+
+def _add_demo(sub, common) -> None:
     demo = sub.add_parser("demo", parents=[common],
                           help="what `make demo` runs: small benchmark, PIRID, cpu profile")
     demo.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
@@ -312,11 +323,13 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true", help="no tqdm bars")
     demo.set_defaults(func=cmd_demo)
 
+
+def _add_reproduce(sub, common) -> None:
     rep = sub.add_parser("reproduce", parents=[common],
                          help="run every experiment behind Tables 1-2 and results/FINDINGS.md")
     rep.add_argument("--out", default="results", help="results root (default results)")
     rep.add_argument("--seeds", type=int, default=None,
-                     help="seeds for every variant (default: pirid_lite.reproduce.TABLE2_SEEDS per variant)")
+                     help="seeds for every variant (default: pirid_lite.experiments.reproduce.TABLE2_SEEDS per variant)")
     rep.add_argument("--force", action="store_true", help="re-run experiments whose metrics.json exists")
     _add_batch_args(rep)
     rep.add_argument("--prepare", action="store_true",
@@ -324,21 +337,22 @@ def build_parser() -> argparse.ArgumentParser:
                           "(make reproduce runs this before its parallel shards)")
     rep.set_defaults(func=cmd_reproduce)
 
+
+def _add_calibrate(sub, common) -> None:
     cal = sub.add_parser("calibrate", parents=[common],
                          help="run a benchmark candidate on the validation instance (baselines only)")
-    cal.add_argument("--candidate", default=None, help="a name from pirid_lite.calibrate.CANDIDATES")
+    cal.add_argument("--candidate", default=None, help="a name from pirid_lite.experiments.calibrate.CANDIDATES")
     cal.add_argument("--association", action="store_true",
-                     help="instead: the association study (pirid_lite.calibrate.ASSOCIATION_SETTINGS over the "
+                     help="instead: the association study (pirid_lite.experiments.calibrate.ASSOCIATION_SETTINGS over the "
                           "validation instances 1 and 2, two seeds each)")
     cal.add_argument("--seeds", type=int, default=3, help="training seeds per variant (default 3)")
-    cal.add_argument("--variants", default="supervised,pirid-1,oracle-prototypes",
-                     help="comma-separated, among supervised, pirid-1, oracle-prototypes")
+    cal.add_argument("--variants", default=",".join(BASELINES),
+                     help=f"comma-separated, among {', '.join(BASELINES)}")
     cal.add_argument("--method-settings", default="",
                      help="instead of the baselines: `pirid` with these open settings (comma-separated names "
-                          "from pirid_lite.calibrate.METHOD_SETTINGS), to choose them on the validation instance")
+                          "from pirid_lite.experiments.calibrate.METHOD_SETTINGS), to choose them on the validation instance")
     _add_batch_args(cal)
     cal.set_defaults(func=cmd_calibrate)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

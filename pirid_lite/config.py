@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import UserError
 
-from .groupings import ASSOCIATIONS
+from .method.groupings import ASSOCIATIONS
 from .variants import POLICIES, VARIANTS
 
 ICS_VARIANTS = tuple(name for name, p in POLICIES.items() if not p.reads_truth)  # never train on hidden truth
@@ -28,7 +28,7 @@ INPUT_PIPELINES = ("auto", "dataloader", "tensor")
 # Fields read only in stage 2 (§2.3 prototypes, Eq. 4-5): runs that differ only in these share stage 1.
 STAGE2_ONLY_FIELDS = ("dbscan_eps", "dbscan_min_samples", "cluster_metric", "jaccard_k1", "jaccard_k2",
                       "camera_centring", "cannot_link", "prototype_source", "triplet_margin", "stage2_sampling",
-                      "association", "linkage_scale", "linkage_metric")
+                      "association", "linkage_scale", "linkage_metric", "inter_id_weight", "triplet_weight")
 
 
 @dataclass
@@ -82,7 +82,7 @@ class PiridConfig:
     memory_renormalize: bool = True      # re-normalise a column after Eq. 1 (paper silent)
 
     # --- prototypes (§2.3) and inter-camera losses (Eq. 4-5)
-    association: str = "dbscan"          # how the IDs are grouped (pirid_lite.groupings): "dbscan" = the paper;
+    association: str = "dbscan"          # how the IDs are grouped (pirid_lite.method.groupings): "dbscan" = the paper;
                                          # "camera-linkage" never groups two IDs of one camera (beyond the paper)
     linkage_scale: float = 2.0           # camera-linkage threshold = scale × median cross-camera NN distance
     linkage_metric: str = "cosine"       # the distance camera-linkage groups on
@@ -99,6 +99,9 @@ class PiridConfig:
                                          # eval pass; chosen on the validation instance) or "memory" = the
                                          # rows of K (the paper's words: `--set prototype_source=memory`)
     triplet_margin: float = 0.1          # m1
+    intra_weight: float = 1.0            # Eq. 7 weighs every term 1 (pirid_lite.method.losses.build_loss_recipe)
+    inter_id_weight: float = 1.0
+    triplet_weight: float = 1.0
     stage2_sampling: str = "intra-id"    # "intra-id" (as stage 1) or "prototype" (cross-camera positives)
 
     # --- evaluation (docs/DESIGN.md §3)

@@ -1,4 +1,4 @@
-"""Camera-constrained association (pirid_lite.association): hand-worked cases and a naive reference."""
+"""Camera-constrained association (pirid_lite.method.association): hand-worked cases and a naive reference."""
 from __future__ import annotations
 
 import itertools
@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from pirid_lite import datasets, logkeys
-from pirid_lite.association import (adaptive_threshold, camera_constrained_linkage, cross_camera_nearest,
+from pirid_lite.method.association import (adaptive_threshold, camera_constrained_linkage, cross_camera_nearest,
                                     largest_prototype, same_camera_prototypes)
 from pirid_lite.config import get_config
-from pirid_lite.jaccard import jaccard_distance
-from pirid_lite.prototypes import linkage_prototypes
-from pirid_lite.runfiles import LOG
-from pirid_lite.trainer import Trainer
+from pirid_lite.method.jaccard import jaccard_distance
+from pirid_lite.method.prototypes import linkage_prototypes
+from pirid_lite.engine.runfiles import LOG
+from pirid_lite.engine.trainer import Trainer
 
 
 def naive_constrained_complete_linkage(dist: np.ndarray, cameras: np.ndarray, threshold: float) -> list[set]:

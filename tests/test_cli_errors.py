@@ -16,12 +16,12 @@ import torch
 
 from pirid_lite import cli
 from pirid_lite import losses as losses_lib
-from pirid_lite.training import TrainingState
+from pirid_lite.engine.training import TrainingState
 from pirid_lite.config import get_config
-from pirid_lite.data import UnreadableImageError, make_train_loader
+from pirid_lite.datasets.pipeline import UnreadableImageError, make_train_loader
 from pirid_lite.errors import UserError
-from pirid_lite.runfiles import CHECKPOINT, LOG, METRICS
-from pirid_lite.training import _first_nonfinite
+from pirid_lite.engine.runfiles import CHECKPOINT, LOG, METRICS
+from pirid_lite.engine.training import _first_nonfinite
 from pirid_lite.utils import REPO_ROOT, repo_relative
 
 from conftest import write_market_tree

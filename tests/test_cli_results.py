@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pirid_lite import cli, results
-from pirid_lite.runfiles import run_dir
+from pirid_lite.engine.runfiles import run_dir
 from pirid_lite.config import PiridConfig, get_config
 from pirid_lite.errors import UserError
 
@@ -121,7 +121,7 @@ def test_start_label_names_the_weights():
 def test_reproduce_plan_runs_donors_first_and_shares_their_stage1():
     from collections import Counter
 
-    from pirid_lite.reproduce import STAGE1_DONOR, TABLE2_SEEDS, TAGGED_RUNS, plan
+    from pirid_lite.experiments.reproduce import STAGE1_DONOR, TABLE2_SEEDS, TAGGED_RUNS, plan
     runs = plan()
     untagged = [e for e in runs if not e.tag]
     assert Counter(e.cfg.variant for e in untagged) == Counter(TABLE2_SEEDS)

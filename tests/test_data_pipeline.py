@@ -10,7 +10,7 @@ from PIL import Image
 
 from conftest import write_jpeg
 from pirid_lite.config import get_config
-from pirid_lite.data import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, PKSampler, UnreadableImageError,
+from pirid_lite.datasets.pipeline import (IMAGENET_MEAN, IMAGENET_STD, ImageDataset, PKSampler, UnreadableImageError,
                              build_transforms, load_image_tensor, make_test_loader, make_train_loader)
 from pirid_lite.datasets import TestItem, TrainItem
 

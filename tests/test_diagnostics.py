@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from pirid_lite.diagnostics import PAIR_KINDS, pair_similarities, summarize_pairs
+from pirid_lite.evaluation.diagnostics import PAIR_KINDS, pair_similarities, summarize_pairs
 
 
 def test_pair_kinds_and_similarities_on_a_hand_example():
@@ -19,7 +19,7 @@ def test_pair_kinds_and_similarities_on_a_hand_example():
 
 
 def test_cross_camera_nn_accuracy_on_a_hand_built_bank():
-    from pirid_lite.diagnostics import cross_camera_nn_accuracy
+    from pirid_lite.evaluation.diagnostics import cross_camera_nn_accuracy
     # IDs 0,1 in camera 0 and IDs 2,3 in camera 1; persons: 0 → A, 1 → B, 2 → A, 3 → C (no match for B, C)
     bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.9, 0.1], [0.1, 0.9]])
     cams, truth = [0, 0, 1, 1], [0, 1, 0, 2]

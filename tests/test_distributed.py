@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from pirid_lite.distributed import DistributedContext
-from pirid_lite.runfiles import CHECKPOINT, LOG, MEMORY_BANK, METRICS, STAGE1_CHECKPOINT, RunFiles
+from pirid_lite.engine.runfiles import CHECKPOINT, LOG, MEMORY_BANK, METRICS, STAGE1_CHECKPOINT, RunFiles
 from pirid_lite.utils import REPO_ROOT
 
 pytestmark = pytest.mark.slow

@@ -23,11 +23,11 @@ def _tracked_text_files() -> list[Path]:
 
 def test_architecture_lists_every_module_of_the_package():
     text = (REPO_ROOT / "docs" / "ARCHITECTURE.md").read_text()
-    modules = sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.glob("*.py"))
-    missing = [m for m in modules if f"`{m}`" not in text]
+    modules = sorted(p.relative_to(PACKAGE).as_posix() for p in PACKAGE.rglob("*.py"))
+    # datasets/ modules are listed by file name in their own section
+    missing = [m for m in modules if f"`{m}`" not in text and not (m.startswith("datasets/") and
+                                                                   f"`{Path(m).name}`" in text)]
     assert not missing, f"docs/ARCHITECTURE.md does not list {missing}"
-    datasets = sorted(p.name for p in (PACKAGE / "datasets").glob("*.py") if p.name != "__init__.py")
-    assert all(f"`{m}`" in text for m in datasets), "docs/ARCHITECTURE.md misses a datasets/ module"
 
 
 def test_every_cited_document_is_in_the_repository():

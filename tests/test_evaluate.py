@@ -1,4 +1,4 @@
-"""Tests of pirid_lite.evaluate: CMC/mAP against a naive pure-Python reference written here from the
+"""Tests of pirid_lite.evaluation.evaluate: CMC/mAP against a naive pure-Python reference written here from the
 Market-1501 protocol (docs/DESIGN.md §3), a hand-worked example, cosine distances and feature extraction."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 from sklearn.metrics.pairwise import cosine_distances
 
 from pirid_lite import get_config
-from pirid_lite.evaluate import cosine_distmat, evaluate_model, evaluate_rank, extract_features
+from pirid_lite.evaluation.evaluate import cosine_distmat, evaluate_model, evaluate_rank, extract_features
 
 
 def naive_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank):
@@ -193,9 +193,9 @@ def test_evaluate_model_reports_percentages_of_evaluate_rank(market_tree):
 
     dataset = load("market1501", root=market_tree.root, verbose=False)
     cfg = get_config("test", height=8, width=4, device="cpu")
-    metrics = evaluate_model(MeanColour(), dataset, cfg)
+    metrics = evaluate_model(MeanColour(), dataset, cfg, torch.device("cpu"))
     assert set(metrics) == {"R1", "R5", "R10", "mAP"}
-    from pirid_lite.data import make_test_loader
+    from pirid_lite.datasets.pipeline import make_test_loader
 
     qf, qp, qc = extract_features(MeanColour(), make_test_loader(dataset.query, cfg), "cpu")
     gf, gp, gc = extract_features(MeanColour(), make_test_loader(dataset.gallery, cfg), "cpu")

@@ -7,7 +7,7 @@ from pirid_lite import calibrate, datasets
 from pirid_lite.config import get_config
 from pirid_lite.datasets.synthetic import PRESETS
 from pirid_lite.errors import UserError
-from pirid_lite.experiments import Experiment, parse_shard, run_experiments, select_shard
+from pirid_lite.experiments.runner import Experiment, parse_shard, run_experiments, select_shard
 
 
 def test_shards_partition_the_plan():

@@ -7,9 +7,9 @@ import pytest
 
 from pirid_lite import datasets, logkeys, viz
 from pirid_lite.config import get_config
-from pirid_lite.losses import LOSS_TERMS
-from pirid_lite.runfiles import LOG
-from pirid_lite.trainer import Trainer
+from pirid_lite.method.losses import LOSS_TERMS
+from pirid_lite.engine.runfiles import LOG
+from pirid_lite.engine.trainer import Trainer
 
 pytestmark = pytest.mark.slow
 

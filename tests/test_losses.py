@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from pirid_lite.losses import batch_hard_triplet_loss, inter_id_loss, intra_camera_loss, total_loss
+from pirid_lite.method.losses import StepInputs, batch_hard_triplet_loss, inter_id_loss, intra_camera_loss, total_loss
 
 
 def test_eq3_weights_each_camera_by_its_image_count():
@@ -106,7 +106,7 @@ def test_batch_hard_pairs_names_the_pairs_the_loss_uses():
     # 1-d points: labels 0 at 0 and 1, label 1 at 3 and 7, one noise image at 1.1
     g = torch.tensor([[0.0], [1.0], [3.0], [7.0], [1.1]])
     labels = torch.tensor([0, 0, 1, 1, -1])
-    from pirid_lite.losses import batch_hard_pairs
+    from pirid_lite.method.losses import batch_hard_pairs
     pairs = batch_hard_pairs(g, labels)
     assert pairs.anchors.tolist() == [True, True, True, True, False]
     assert pairs.positive_index[:4].tolist() == [1, 0, 3, 2]
@@ -115,3 +115,24 @@ def test_batch_hard_pairs_names_the_pairs_the_loss_uses():
     assert torch.allclose(pairs.negative_distance[:4], torch.tensor([3.0, 2.0, 2.0, 6.0]), atol=1e-4)
     hinge = torch.relu(0.1 + pairs.positive_distance[:4] - pairs.negative_distance[:4]).mean()
     assert torch.isclose(batch_hard_triplet_loss(g, labels, margin=0.1), hinge, atol=1e-5)
+
+
+def test_eq7_weights_scale_each_present_term():
+    intra, inter, triplet = torch.tensor(1.5), torch.tensor(0.25), torch.tensor(2.0)
+    assert total_loss(intra, inter, triplet, weights=(1.0, 2.0, 0.5)).item() == 1.5 + 0.5 + 1.0
+    assert total_loss(intra, None, triplet, weights=(2.0, 9.0, 1.0)).item() == 5.0
+    with pytest.raises(ValueError, match="2 weights"):
+        total_loss(intra, inter, triplet, weights=(1.0, 1.0))
+
+
+def test_the_recipe_carries_weights_and_the_margin_from_the_config():
+    from pirid_lite.config import get_config
+    from pirid_lite.method.losses import build_loss_recipe
+    recipe = {t.name: t for t in build_loss_recipe(get_config("test", triplet_weight=0.5, triplet_margin=0.3))}
+    assert recipe["triplet"].weight == 0.5 and recipe["triplet"].settings == {"margin": 0.3}
+    assert recipe["intra"].weight == recipe["inter_id"].weight == 1.0  # Eq. 7: the paper's weights
+    # the margin reaches Eq. 5: two images of one label at distance 1, one of another at distance 1.2
+    g = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.2]])
+    inputs = StepInputs(g, g, torch.zeros(3, 3), torch.zeros(3), torch.zeros(3), torch.tensor([0, 0, 1]))
+    expected = batch_hard_triplet_loss(g, torch.tensor([0, 0, 1]), margin=0.3)
+    assert recipe["triplet"](inputs).item() == pytest.approx(expected.item())

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pirid_lite.memory import IntraCameraMemory, PrototypeMemory, momentum_update_
+from pirid_lite.method.memory import IntraCameraMemory, PrototypeMemory, momentum_update_
 
 
 def naive_momentum_update(bank, features, labels, momentum, renormalize):

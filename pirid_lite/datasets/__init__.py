@@ -10,17 +10,19 @@ from typing import Callable
 from ..errors import UserError
 from .base import (DISTRACTOR_PID, JUNK_PID, DatasetLayoutError, HiddenTruth, ICSLabels, ReIDDataset, TestItem,
                    TrainItem, build_dataset, ics_relabel)
-from .market import DUKE_PATTERN, MARKET_PATTERN, load_dukemtmc, load_market1501, load_market_layout
+from .market import (DUKE_PATTERN, MARKET_LAYOUTS, MARKET_PATTERN, load_dukemtmc, load_market1501, load_market_layout,
+                     load_registered_layout)
 from .msmt import load_msmt17
 
 DEFAULT_DATA_ROOT = Path("data")
 SYNTHETIC_PRESET_NAMES = ("tiny", "small", "market")
 
 # Real datasets: canonical name -> loader; aliases are matched after lower-casing and dropping "-", "_".
+# Every Market-1501-layout entry of market.MARKET_LAYOUTS is one of them.
 _REAL: dict[str, Callable[[str | Path], ReIDDataset]] = {
-    "market1501": load_market1501, "dukemtmc": load_dukemtmc, "msmt17": load_msmt17}
-_ALIASES = {"market1501": "market1501", "market150115": "market1501", "market1501v150915": "market1501",
-            "duke": "dukemtmc", "dukemtmc": "dukemtmc", "dukemtmcreid": "dukemtmc",
+    **{name: (lambda root, name=name: load_registered_layout(name, root)) for name in MARKET_LAYOUTS},
+    "msmt17": load_msmt17}
+_ALIASES = {**{alias: name for name, layout in MARKET_LAYOUTS.items() for alias in (name, *layout.aliases)},
             "msmt17": "msmt17", "msmt17v1": "msmt17", "msmt17v2": "msmt17", "msmt": "msmt17"}
 
 __all__ = ["load", "ReIDDataset", "TrainItem", "TestItem", "ICSLabels", "HiddenTruth", "DatasetLayoutError",

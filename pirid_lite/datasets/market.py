@@ -5,6 +5,7 @@ The synthetic benchmark is written in this layout too and read by :func:`load_ma
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -77,13 +78,39 @@ def load_market_layout(name: str, root: str | Path, *, patterns: Sequence[str], 
     return build_dataset(name, folder, splits, num_cameras=num_cameras, expected=expected, where=where)
 
 
+@dataclass(frozen=True)
+class MarketLayout:
+    """A dataset in the Market-1501 folder layout: how its files are named and what it should hold."""
+
+    patterns: tuple[str, ...]                       # full-name regexes with groups pid and cam (1-based)
+    example: str                                    # a file name, for error messages
+    folder_names: tuple[str, ...] = ()              # folder names it may sit in under --root
+    num_cameras: int | None = None                  # None = read from the data
+    expected: Mapping[str, Mapping[str, int]] | None = None   # published counts to check against
+    aliases: tuple[str, ...] = ()                   # other spellings of its name for --dataset
+
+
+# A new dataset in this layout is one entry here (pirid_lite.datasets.load finds it by name and alias).
+MARKET_LAYOUTS: dict[str, MarketLayout] = {
+    "market1501": MarketLayout((MARKET_PATTERN,), "0002_c1s1_000451_03.jpg",
+                               ("Market-1501-v15.09.15", "Market-1501", "market1501"), 6, MARKET_EXPECTED,
+                               ("market150115", "market1501v150915")),
+    "dukemtmc": MarketLayout((DUKE_PATTERN,), "0001_c2_f0046182.jpg", ("DukeMTMC-reID", "dukemtmc-reid", "DukeMTMC"),
+                             8, DUKE_EXPECTED, ("duke", "dukemtmcreid")),
+}
+
+
+def load_registered_layout(name: str, root: str | Path) -> ReIDDataset:
+    """The dataset ``name`` of :data:`MARKET_LAYOUTS`, read from ``root``."""
+    layout = MARKET_LAYOUTS[name]
+    return load_market_layout(name, root, patterns=list(layout.patterns), num_cameras=layout.num_cameras,
+                              folder_names=list(layout.folder_names), example=layout.example,
+                              expected=layout.expected)
+
+
 def load_market1501(root: str | Path) -> ReIDDataset:
-    return load_market_layout("market1501", root, patterns=[MARKET_PATTERN], num_cameras=6,
-                              folder_names=["Market-1501-v15.09.15", "Market-1501", "market1501"],
-                              example="0002_c1s1_000451_03.jpg", expected=MARKET_EXPECTED)
+    return load_registered_layout("market1501", root)
 
 
 def load_dukemtmc(root: str | Path) -> ReIDDataset:
-    return load_market_layout("dukemtmc", root, patterns=[DUKE_PATTERN], num_cameras=8,
-                              folder_names=["DukeMTMC-reID", "dukemtmc-reid", "DukeMTMC"],
-                              example="0001_c2_f0046182.jpg", expected=DUKE_EXPECTED)
+    return load_registered_layout("dukemtmc", root)

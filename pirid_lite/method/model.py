@@ -14,12 +14,16 @@ import importlib.resources
 import os
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torchvision
 from torch import nn
 
-from .config import PiridConfig
+from ..errors import UserError
+
+if TYPE_CHECKING:  # the config sits above the method (docs/ARCHITECTURE.md)
+    from ..config import PiridConfig
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
 ARCHS = (*RESNETS, "mobilenet_v2")
@@ -264,6 +268,16 @@ class ReIDNet(nn.Module):
         """``(g, f)``: GAP feature g(x) and BN feature f(x), both (B, feature_dim)."""
         g = self.feature_map(x).mean(dim=(2, 3))  # GAP
         return g, self.bottleneck(g)
+
+
+def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path, arch: str) -> None:
+    """``model.load_state_dict(weights)``, a :class:`UserError` naming the file if they do not fit."""
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as error:  # torch lists every missing/unexpected/resized key, over many lines
+        detail = " ".join(str(error).split())
+        raise UserError(f"{path}: its weights do not fit a {arch} model (not a checkpoint of this arch; "
+                        f"{detail[:240]}{'…' if len(detail) > 240 else ''})") from error
 
 
 def build_model(cfg: PiridConfig) -> ReIDNet:

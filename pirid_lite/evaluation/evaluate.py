@@ -24,8 +24,14 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .distributed import SINGLE_PROCESS, DistributedContext
-from .utils import resolve_device
+from ..distributed import SINGLE_PROCESS, DistributedContext
+from ..utils import resolve_device
+
+def _or_auto(device: str | torch.device | None) -> torch.device:
+    """The given device, or the best available one for the notebooks' calls that name none (a training
+    run resolves its device once and passes it down)."""
+    return device if isinstance(device, torch.device) else resolve_device("auto" if device is None else device)
+
 
 DEFAULT_CHUNK_ELEMENTS = 1 << 24  # distances held per chunk on the device (64 MiB of float32)
 
@@ -62,7 +68,7 @@ def extract_features(model: torch.nn.Module, loader, device: str | torch.device 
     used. ``flip`` averages f(x) and f of the horizontally mirrored image before normalising. The model is
     put in eval mode and its previous mode restored. Returns ``(feats float32 CPU (n, d), pids, camids)``.
     """
-    device = resolve_device("auto" if device is None else device)
+    device = _or_auto(device)
     was_training = model.training
     model.eval()
     memory_format = _memory_format(model)
@@ -277,7 +283,7 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
         warnings.warn(f"evaluate_rank: gallery has {num_g} images < max_rank={max_rank}; "
                       f"the CMC curve has {num_g} entries", stacklevel=2)
         max_rank = num_g
-    device = resolve_device("auto" if device is None else device)
+    device = _or_auto(device)
     dist_cpu = torch.from_numpy(dist)
     matches = find_true_matches(dist_cpu, *(torch.from_numpy(a) for a in (q_pids, g_pids, q_camids, g_camids)))
     if not bool((matches.num_valid > 0).any()):
@@ -300,7 +306,7 @@ def extract_items(model: torch.nn.Module, items, cfg, device, ctx: DistributedCo
                   ) -> tuple[torch.Tensor, np.ndarray, np.ndarray]:
     """:func:`extract_features` of test ``items`` (eval transform, ``cfg.eval_flip``); with several processes
     each rank extracts its shard and every rank gets all of them, in order."""
-    from . import data as data_lib  # lazy: keeps evaluate_rank importable without the image stack
+    from ..datasets import pipeline as data_lib  # lazy: keeps evaluate_rank importable without the image stack
 
     mine = list(items)[ctx.shard(len(items))]
     features, pids, camids = extract_features(model, data_lib.make_test_loader(mine, cfg), device, flip=cfg.eval_flip,
@@ -311,12 +317,11 @@ def extract_items(model: torch.nn.Module, items, cfg, device, ctx: DistributedCo
     return gather(features), gather(torch.as_tensor(pids)).numpy(), gather(torch.as_tensor(camids)).numpy()
 
 
-def evaluate_model(model: torch.nn.Module, dataset, cfg, device: str | torch.device | None = None,
+def evaluate_model(model: torch.nn.Module, dataset, cfg, device: torch.device,
                    ctx: DistributedContext = SINGLE_PROCESS) -> dict[str, float]:
     """Rank-1/5/10 and mAP in percent of ``model`` on ``dataset.query`` vs ``dataset.gallery``
     (cosine distance of L2-normalised f(x); ``cfg.eval_flip``, ``cfg.eval_batch_size``, ``cfg.amp``).
     With several processes the extraction is sharded, the metrics computed on rank 0 and broadcast."""
-    device = resolve_device(cfg.device if device is None else device)
     query, gallery = (extract_items(model, getattr(dataset, split), cfg, device, ctx) for split in ("query", "gallery"))
     metrics = retrieval_metrics(*query, *gallery, device=device) if ctx.is_main else None
     return ctx.broadcast(metrics)
@@ -326,7 +331,7 @@ def retrieval_metrics(qf, q_pids, q_camids, gf, g_pids, g_camids, device: str | 
                       ) -> dict[str, float]:
     """Rank-1/5/10 and mAP in percent from query and gallery features (cosine distance after L2
     normalisation), e.g. features saved by a run (``features_initial.npz``) or fresh from a model."""
-    device = resolve_device("auto" if device is None else device)
+    device = _or_auto(device)
     qf, gf = (torch.as_tensor(np.asarray(f, dtype=np.float32)) for f in (qf, gf))
     distmat = cosine_distmat(qf.to(device), gf.to(device)).cpu().numpy()
     cmc, mAP = evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=min(50, len(g_pids)),

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from sklearn.cluster import DBSCAN
 from sklearn.metrics.cluster import contingency_matrix, pair_confusion_matrix
 
-from . import logkeys
+from .. import logkeys
 from .jaccard import jaccard_distance
 
 DISTANCES = ("cosine", "jaccard", "jaccard-camera")
@@ -167,9 +167,9 @@ def form_prototypes(memory_features: torch.Tensor, label_camera: torch.Tensor, e
 
 def linkage_prototypes(memory_features: torch.Tensor, label_camera: torch.Tensor, scale: float = 2.0,
                        metric: str = "cosine", k1: int = 20, k2: int = 6, camera_centring: bool = False) -> Prototypes:
-    """Beyond the paper: §2.3's prototypes from :func:`pirid_lite.association.camera_constrained_linkage` —
+    """Beyond the paper: §2.3's prototypes from :func:`pirid_lite.method.association.camera_constrained_linkage` —
     complete linkage that never groups two IDs of one camera, at ``scale`` × the median cross-camera
-    nearest-neighbour distance (:func:`pirid_lite.association.adaptive_threshold`, recomputed per call).
+    nearest-neighbour distance (:func:`pirid_lite.method.association.adaptive_threshold`, recomputed per call).
     ``camera_centring`` as in :func:`form_prototypes`."""
     from .association import adaptive_threshold, camera_constrained_linkage
 

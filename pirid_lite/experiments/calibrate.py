@@ -18,16 +18,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import logkeys
-from .config import get_config
-from .datasets.synthetic import PRESETS, SyntheticSpec
-from .experiments import Experiment, run_experiments, select_shard
-from .errors import UserError
-from .runfiles import RunFiles
-from .utils import REPO_ROOT, atomic_write_text
+from .. import logkeys
+from ..config import get_config
+from ..variants import BASELINES, INTRA_ONLY, METHOD, ORACLE
+from ..datasets.synthetic import PRESETS, SyntheticSpec
+from .runner import Experiment, run_experiments, select_shard
+from ..errors import UserError
+from ..engine.runfiles import RunFiles
+from ..utils import REPO_ROOT, atomic_write_text
 
 VALIDATION_SEED = 1
-CALIBRATION_VARIANTS = ("supervised", "pirid-1", "oracle-prototypes")
+CALIBRATION_VARIANTS = BASELINES  # the baselines of the variant table, never the method itself
 TARGETS = {"supervised_map": (55.0, 85.0), "ratio": (0.65, 0.85), "oracle_gain_min": 5.0}
 CALIBRATION_ROOT = REPO_ROOT / "results" / "calibration"
 
@@ -58,7 +59,7 @@ METHOD_SETTINGS: dict[str, dict] = {
 }
 
 
-# The association study (camera-constrained prototypes, pirid_lite.association): `pirid` settings chosen over two
+# The association study (camera-constrained prototypes, pirid_lite.method.association): `pirid` settings chosen over two
 # validation instances (generator seeds 1 and 2 of `small`), two training seeds each, by pirid's mean mAP and its
 # share of the oracle's room. Instance 1's baselines and its DBSCAN run are the ones above (CHOSEN, METHOD_SETTINGS).
 ASSOCIATION_INSTANCES = (1, 2)
@@ -72,12 +73,12 @@ ASSOCIATION_SETTINGS: dict[str, dict] = {
 }
 ASSOCIATION_ROOT = CALIBRATION_ROOT / "association"
 REUSED_ON_INSTANCE_1 = {"dbscan-centred": Path(CHOSEN) / "method" / "camera-centred",
-                        "pirid-1": Path(CHOSEN) / "pirid-1", "oracle-prototypes": Path(CHOSEN) / "oracle-prototypes"}
+                        INTRA_ONLY: Path(CHOSEN) / INTRA_ONLY, ORACLE: Path(CHOSEN) / ORACLE}
 
 
 def load_validation_instance(generator_seed: int):
     """A validation instance of `small`: generator seed 1 is the calibration's own (load_candidate)."""
-    from . import datasets
+    from .. import datasets
     if generator_seed == VALIDATION_SEED:
         return load_candidate(CHOSEN)
     return datasets.load("small", seed=generator_seed, verbose=False)
@@ -89,8 +90,8 @@ def association_plan(generator_seed: int, settings: tuple[str, ...] = tuple(ASSO
     others from it, seeds alternating — so two shards side by side each hold one seed's donor. Runs that
     instance 1 already has (:data:`REUSED_ON_INSTANCE_1`) are left out."""
     root = Path(results_root) / f"instance{generator_seed}"
-    jobs = [(name, "pirid", ASSOCIATION_SETTINGS[name]) for name in settings]
-    jobs += [(variant, variant, {}) for variant in ("pirid-1", "oracle-prototypes")]
+    jobs = [(name, METHOD, ASSOCIATION_SETTINGS[name]) for name in settings]
+    jobs += [(variant, variant, {}) for variant in (INTRA_ONLY, ORACLE)]
     if generator_seed == VALIDATION_SEED:
         jobs = [job for job in jobs if job[0] not in REUSED_ON_INSTANCE_1]
     donor = jobs[0][0]
@@ -144,7 +145,7 @@ def association_summary(results_root: str | Path = ASSOCIATION_ROOT) -> pd.DataF
     base = table.set_index(["instance", "seed", "setting"])["mAP"]
     def share(row):
         try:
-            low, high = base[(row.instance, row.seed, "pirid-1")], base[(row.instance, row.seed, "oracle-prototypes")]
+            low, high = base[(row.instance, row.seed, INTRA_ONLY)], base[(row.instance, row.seed, ORACLE)]
         except KeyError:
             return float("nan")
         return (row.mAP - low) / (high - low)
@@ -167,7 +168,7 @@ def candidate_spec(name: str) -> SyntheticSpec:
 
 def load_candidate(name: str):
     """The validation instance of a candidate (generated on first use under data/synthetic/)."""
-    from .datasets import load_synthetic
+    from ..datasets import load_synthetic
     root = REPO_ROOT / "data" / "synthetic" / f"calib-{name}-seed{VALIDATION_SEED}"
     return load_synthetic(candidate_spec(name), seed=VALIDATION_SEED, root=root, name=f"calib-{name}")
 
@@ -251,8 +252,8 @@ def prototype_source_study(name: str, eps_values=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 
     from. Returns prototype quality per (source, metric, eps) and the cross-camera NN accuracy of each source."""
     import torch
 
-    from .diagnostics import cross_camera_nn_accuracy
-    from .prototypes import eps_sweep
+    from ..evaluation.diagnostics import cross_camera_nn_accuracy
+    from ..method.prototypes import eps_sweep
 
     dataset = load_candidate(name)
     run = RunFiles(Path(results_root) / name / "pirid-1" / "seed0")
@@ -274,7 +275,7 @@ def prototype_source_study(name: str, eps_values=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 
 def report(results_root: str | Path = CALIBRATION_ROOT) -> str:
     """Every candidate tried, as Markdown: its knobs, mAP per variant and seed, the means and the targets."""
     lines = [f"# Calibration runs (validation instance, generator seed {VALIDATION_SEED}; cpu profile)", "",
-             "Written by `pirid_lite.calibrate.report()` from the runs under this folder. Targets (docs/DESIGN.md §4): "
+             "Written by `pirid_lite.experiments.calibrate.report()` from the runs under this folder. Targets (docs/DESIGN.md §4): "
              f"supervised {TARGETS['supervised_map'][0]:.0f}–{TARGETS['supervised_map'][1]:.0f} mAP, pirid-1 / "
              f"supervised {TARGETS['ratio'][0]}–{TARGETS['ratio'][1]}, oracle − pirid-1 ≥ "
              f"+{TARGETS['oracle_gain_min']:.0f} on every seed. The benchmark's knobs were set with `supervised`, "

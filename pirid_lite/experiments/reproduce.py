@@ -1,6 +1,6 @@
 """``make reproduce``: every training run behind Tables 1–2 and ``results/FINDINGS.md``, then the tables.
 
-Runs go through :func:`pirid_lite.experiments.run_experiments`: finished runs are reused (``force`` re-runs
+Runs go through :func:`pirid_lite.experiments.runner.run_experiments`: finished runs are reused (``force`` re-runs
 them), so an interrupted reproduction continues where it stopped. Everything runs on the synthetic ``small``
 benchmark with the ``cpu`` profile unless told otherwise.
 """
@@ -10,21 +10,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .config import get_config
-from .experiments import Experiment, run_experiments, select_shard
+from ..config import get_config
+from .runner import Experiment, run_experiments, select_shard
 from .results import (PAIRS, METRIC_COLUMNS, VARIANT_ORDER, claims, load_runs, mean_std, paired_table,
                       prototype_quality_per_epoch, summarize, table1, table2)
-from .runfiles import STAGE1_CHECKPOINT, run_dir
-from .variants import policy
-from .utils import atomic_write_json, atomic_write_text
+from ..engine.runfiles import STAGE1_CHECKPOINT, run_dir
+from ..variants import INTRA_ONLY, METHOD, UPPER_BOUND, policy
+from ..utils import atomic_write_json, atomic_write_text
 
 # Training seeds per variant (Table 2): five for every variant. `--seeds N` gives every variant N.
 TABLE2_SEEDS = {variant: 5 for variant in VARIANT_ORDER}
-STAGE1_DONOR = "pirid"  # its stage1.pt starts the other variants of the seed (Trainer.fit, stage1_from)
+STAGE1_DONOR = METHOD  # its stage1.pt starts the other variants of the seed (Trainer.fit, stage1_from)
 # Tagged runs beside Table 2, same seeds: `pirid` as the paper words §2.3, without the camera centring that
 # the cpu profile adds (chosen on the validation instance; docs/DESIGN.md §2).
-TAGGED_RUNS = {"paper-reading": ("pirid", dict(camera_centring=False))}
-PAIRS_WRITTEN = (*PAIRS, ("pirid+paper-reading", "pirid-1"), ("pirid", "pirid+paper-reading"))
+TAGGED_RUNS = {"paper-reading": (METHOD, dict(camera_centring=False))}
+PAIRS_WRITTEN = (*PAIRS, (f"{METHOD}+paper-reading", INTRA_ONLY), (METHOD, f"{METHOD}+paper-reading"))
 
 
 def plan(seeds: int | None = None, results_root: str | Path = "results", dataset: str = "synthetic-small",
@@ -35,7 +35,7 @@ def plan(seeds: int | None = None, results_root: str | Path = "results", dataset
     same). ``seeds`` overrides every variant's count. Seed 0 of pirid-1 and pirid also saves its test
     features (Figure 3)."""
     counts = {variant: seeds or n for variant, n in TABLE2_SEEDS.items()}
-    donors_first = sorted(VARIANT_ORDER, key=lambda v: v not in (STAGE1_DONOR, "supervised"))
+    donors_first = sorted(VARIANT_ORDER, key=lambda v: v not in (STAGE1_DONOR, UPPER_BOUND))
     jobs = [(variant, "", {}) for variant in donors_first]
     jobs += [(variant, tag, overrides) for tag, (variant, overrides) in TAGGED_RUNS.items()]
     runs: list[Experiment] = []
@@ -45,7 +45,7 @@ def plan(seeds: int | None = None, results_root: str | Path = "results", dataset
             shares = (variant, tag) != (STAGE1_DONOR, "") and policy(variant).shares_stage1
             runs.append(Experiment(get_config(profile, variant=variant, seed=seed, **overrides),
                                    run_dir(results_root, dataset, profile, variant, seed, tag or None),
-                                   save_features=seed == 0 and variant in ("pirid-1", "pirid") and not tag,
+                                   save_features=seed == 0 and variant in (INTRA_ONLY, METHOD) and not tag,
                                    tag=tag, stage1_from=donor if shares else None))
     return runs
 
@@ -53,7 +53,7 @@ def plan(seeds: int | None = None, results_root: str | Path = "results", dataset
 def reproduce(results_root: str | Path = "results", dataset_name: str = "small", profile: str = "cpu",
               force: bool = False, seeds: int | None = None, shard: str | None = None) -> Path:
     """Run the plan (``shard="i/n"``: every n-th experiment from the i-th), then write the tables."""
-    from . import datasets
+    from .. import datasets
 
     results_root = Path(results_root)
     dataset = datasets.load(dataset_name, verbose=False)
@@ -79,13 +79,13 @@ def write_tables(results_root: str | Path, dataset: str, profile: str, out_dir: 
     out = Path(out_dir) if out_dir is not None else results_root / "tables"
     t1 = table1(runs, dataset_label=dataset)
     t2 = mean_std(table2(runs))
-    by_tag = mean_std(summarize(runs[(runs["variant"] == "pirid") | (runs["tag"] != "")]))
+    by_tag = mean_std(summarize(runs[(runs["variant"] == METHOD) | (runs["tag"] != "")]))
     rank = {variant: i for i, variant in enumerate(VARIANT_ORDER)}
     by_tag = by_tag.sort_values(["variant", "tag"], key=lambda col: col.map(rank) if col.name == "variant" else col,
                                 kind="stable").reset_index(drop=True)
     tables = {"table1": t1, "table2": t2, "pirid_settings": by_tag,
               "paired": paired_table(runs, PAIRS_WRITTEN)}
-    if set(VARIANT_ORDER) <= set(runs["variant"]) and (runs["variant"] == "pirid").sum() >= 2:
+    if set(VARIANT_ORDER) <= set(runs["variant"]) and (runs["variant"] == METHOD).sum() >= 2:
         tables["claims"] = claims(runs)
         tables["prototype_quality"] = prototype_quality_per_epoch(runs)
     for name, table in tables.items():

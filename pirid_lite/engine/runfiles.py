@@ -1,6 +1,6 @@
 """One run's folder: where its files are, and every read and write of them.
 
-A run (``python -m pirid_lite train``, :class:`pirid_lite.trainer.Trainer`) writes into its folder:
+A run (``python -m pirid_lite train``, :class:`pirid_lite.engine.trainer.Trainer`) writes into its folder:
 
 * ``config.json`` — the config and provenance, written when it starts;
 * ``log.jsonl`` — one JSON line per finished epoch (keys: :mod:`pirid_lite.logkeys`);
@@ -22,9 +22,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .config import PiridConfig
-from .errors import UserError, user_error_from
-from .utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..config import PiridConfig
+from ..method.model import load_weights
+from ..errors import UserError, user_error_from
+from ..utils import atomic_torch_save, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
 STAGE1_CHECKPOINT = "stage1.pt"  # the checkpoint at the end of stage 1: other ICS variants of the seed start there
@@ -72,16 +73,6 @@ def checkpoint_config(state: dict[str, Any], path: str | Path) -> PiridConfig:
         raise UserError(f"{path}: its config does not load ({error})") from error
 
 
-def load_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor], path: str | Path, arch: str) -> None:
-    """``model.load_state_dict(weights)``, a :class:`UserError` naming the file if they do not fit."""
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as error:  # torch lists every missing/unexpected/resized key, over many lines
-        detail = " ".join(str(error).split())
-        raise UserError(f"{path}: its weights do not fit a {arch} model (not a checkpoint of this arch; "
-                        f"{detail[:240]}{'…' if len(detail) > 240 else ''})") from error
-
-
 def config_differences(saved: PiridConfig, current: PiridConfig, ignore=RESUMABLE_CHANGES) -> list[str]:
     """``"field: checkpoint X, now Y"`` for every field that differs, except those in ``ignore``."""
     old, new = saved.to_dict(), current.to_dict()
@@ -91,7 +82,7 @@ def config_differences(saved: PiridConfig, current: PiridConfig, ignore=RESUMABL
 
 def load_model(checkpoint: str | Path, device: str | torch.device = "cpu"):
     """``(model, cfg)``: the network a checkpoint holds, on ``device``, in eval mode."""
-    from .model import build_model
+    from ..method.model import build_model
 
     path = Path(checkpoint)
     state = read_checkpoint(path, map_location=device)

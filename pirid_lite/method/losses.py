@@ -5,12 +5,13 @@ synchronisation, so a CUDA training step does not stall on them.
 
 :data:`LOSS_RECIPE` names the terms a training step computes, in order. Logs, the progress bar, the
 non-finite-loss message and tables key on these names (``loss_<name>``); a variant says which it uses
-(:mod:`pirid_lite.variants`). Adding a loss = one function here and one line in the recipe.
+(:mod:`pirid_lite.variants`). :func:`build_loss_recipe` builds the recipe from the config: each term carries
+its weight (Eq. 7: all 1) and its own settings (the triplet margin m1).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, NamedTuple
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -102,13 +103,20 @@ def batch_hard_triplet_loss(g: torch.Tensor, labels: torch.Tensor, margin: float
     return hinge.sum() / pairs.anchors.sum().clamp(min=1)  # torch.where keeps the graph: 0 with grad if none
 
 
-def total_loss(intra: torch.Tensor, *others: torch.Tensor | None) -> torch.Tensor:
-    """Eq. 7 (with Eq. 6): L = L_intra + L_inter_ID + L_inter_triplet, unweighted, summed in that order;
-    absent (None) terms are left out (stage 1 of §2.4 and the PIRID-1/PIRID-2 ablations of Table 2)."""
-    loss = intra
-    for term in others:
-        if term is not None:
-            loss = loss + term
+def total_loss(*terms: torch.Tensor | None, weights: Sequence[float] | None = None) -> torch.Tensor:
+    """Eq. 7 (with Eq. 6): L = Σ_k w_k L_k, summed in the order given (L_intra + L_inter_ID +
+    L_inter_triplet). The paper weighs every term 1 (``weights=None``); absent (None) terms are left out
+    (stage 1 of §2.4 and the PIRID-1/PIRID-2 ablations of Table 2)."""
+    if weights is not None and len(weights) != len(terms):
+        raise ValueError(f"total_loss: {len(terms)} terms but {len(weights)} weights")
+    loss = None
+    for k, term in enumerate(terms):
+        if term is None:
+            continue
+        weighted = term if weights is None else term * weights[k]
+        loss = weighted if loss is None else loss + weighted
+    if loss is None:
+        raise ValueError("total_loss: every term is absent; a step needs at least L_intra")
     return loss
 
 
@@ -122,30 +130,59 @@ class StepInputs(NamedTuple):
     labels: torch.Tensor                  # (B,) memory row of each image
     groups: torch.Tensor                  # (B,) softmax group (camera for ICS) of each image
     image_prototypes: torch.Tensor | None = None   # (B,) prototype of each image's ID, −1 = noise
-    prototype_memory: object | None = None         # PrototypeMemory K' (its ``logits(f)`` feed Eq. 4)
-    triplet_margin: float = 0.1
+    prototype_memory: object | None = None         # PrototypeMemory K' (its ``logits(f)``, τ included, feed Eq. 4)
 
 
 @dataclass(frozen=True)
 class LossTerm:
+    """One term of Eq. 7: its log name, the paper's name, the first stage of §2.4 that uses it, its weight
+    and its own settings (e.g. the triplet margin), which ``compute(inputs, **settings)`` receives."""
+
     name: str                                     # log key ``loss_<name>``
     paper: str                                    # how the paper names it, for messages
-    stage: int                                    # first stage of §2.4 that uses it
-    compute: Callable[[StepInputs], torch.Tensor]
+    stage: int
+    compute: Callable[..., torch.Tensor]
+    weight: float = 1.0
+    settings: Mapping[str, float] = field(default_factory=dict)
+
+    def __call__(self, inputs: StepInputs) -> torch.Tensor:
+        return self.compute(inputs, **self.settings)
 
 
-LOSS_RECIPE: tuple[LossTerm, ...] = (
-    LossTerm("intra", "L_intra (Eq. 3)", 1, lambda s: intra_camera_loss(s.log_probs, s.labels, s.groups)),
-    LossTerm("inter_id", "L_inter_ID (Eq. 4)", 2,
-             lambda s: inter_id_loss(s.prototype_memory.logits(s.f), s.image_prototypes)),
-    LossTerm("triplet", "L_inter_triplet (Eq. 5)", 2,
-             lambda s: batch_hard_triplet_loss(s.g, s.image_prototypes, s.triplet_margin)),
-)
+def _intra(s: StepInputs) -> torch.Tensor:
+    return intra_camera_loss(s.log_probs, s.labels, s.groups)
+
+
+def _inter_id(s: StepInputs) -> torch.Tensor:
+    return inter_id_loss(s.prototype_memory.logits(s.f), s.image_prototypes)
+
+
+def _triplet(s: StepInputs, margin: float) -> torch.Tensor:
+    return batch_hard_triplet_loss(s.g, s.image_prototypes, margin)
+
+
+def build_loss_recipe(cfg) -> tuple[LossTerm, ...]:
+    """The terms of Eq. 7 in order, each with its weight and settings from ``cfg`` (a PiridConfig).
+    Adding a loss: a function above, one line here, and its weight (and settings) in the config."""
+    return (
+        LossTerm("intra", "L_intra (Eq. 3)", 1, _intra, cfg.intra_weight),
+        LossTerm("inter_id", "L_inter_ID (Eq. 4)", 2, _inter_id, cfg.inter_id_weight),
+        LossTerm("triplet", "L_inter_triplet (Eq. 5)", 2, _triplet, cfg.triplet_weight,
+                 {"margin": cfg.triplet_margin}),
+    )
+
+
+class _PaperDefaults:  # the recipe's names do not depend on the config: read them off the paper's weights
+    intra_weight = inter_id_weight = triplet_weight = 1.0
+    triplet_margin = 0.1
+
+
+LOSS_RECIPE: tuple[LossTerm, ...] = build_loss_recipe(_PaperDefaults)
 LOSS_TERMS = tuple(term.name for term in LOSS_RECIPE)
 
 
-def loss_terms(inputs: StepInputs, stage: int, uses: Callable[[str], bool]) -> dict[str, torch.Tensor | None]:
+def loss_terms(recipe: Sequence[LossTerm], inputs: StepInputs, stage: int,
+               uses: Callable[[str], bool]) -> dict[str, torch.Tensor | None]:
     """Every recipe term by name: computed when ``stage`` has reached it and the variant ``uses`` it, else
     None (left out of Eq. 7, logged as 0)."""
-    return {term.name: term.compute(inputs) if stage >= term.stage and uses(term.name) else None
-            for term in LOSS_RECIPE}
+    return {term.name: term(inputs) if stage >= term.stage and uses(term.name) else None for term in recipe}

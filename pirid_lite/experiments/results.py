@@ -1,6 +1,6 @@
 """The ``results/`` tree: where runs live, how they are read back, and Tables 1–2 built from them.
 
-A run writes ``results/runs/<dataset>/<profile>/<variant>[+<tag>]/seed<k>/`` (:mod:`pirid_lite.runfiles`
+A run writes ``results/runs/<dataset>/<profile>/<variant>[+<tag>]/seed<k>/`` (:mod:`pirid_lite.engine.runfiles`
 reads and writes its files). Tables are *only* built from those files, next to the paper's published
 numbers, so every measured figure traces back to a run.
 """
@@ -12,8 +12,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from . import logkeys
-from .runfiles import RunFiles
+from .. import logkeys
+from ..variants import ABLATION, INTRA_ONLY, METHOD, ORACLE, UPPER_BOUND, VARIANTS
+from ..engine.runfiles import RunFiles
 
 METRIC_COLUMNS = logkeys.RETRIEVAL
 
@@ -36,7 +37,7 @@ PAPER_TABLE2 = {
     "PIRID-2": {"Market1501": (90.83, 79.18), "DukeMTMC-ReID": (79.35, 64.71), "MSMT17": (59.72, 34.37)},
     "PIRID": {"Market1501": (91.03, 79.57), "DukeMTMC-ReID": (79.85, 65.37), "MSMT17": (60.6, 34.85)},
 }
-VARIANT_ORDER = ["pirid-1", "pirid-2", "pirid", "oracle-prototypes", "supervised"]
+VARIANT_ORDER = list(VARIANTS)  # Table 2's order, declared once in pirid_lite.variants
 
 
 def epoch_logs(runs: pd.DataFrame) -> pd.DataFrame:
@@ -84,7 +85,7 @@ def run_labels(runs: pd.DataFrame) -> pd.Series:
 
 
 # Table 2's paired comparisons (issue targets): the paper's ablation order and the oracle's room.
-PAIRS = (("pirid", "pirid-1"), ("pirid", "pirid-2"), ("pirid-2", "pirid-1"), ("oracle-prototypes", "pirid"))
+PAIRS = ((METHOD, INTRA_ONLY), (METHOD, ABLATION), (ABLATION, INTRA_ONLY), (ORACLE, METHOD))
 
 
 def paired_table(runs: pd.DataFrame, pairs=PAIRS, metric: str = "mAP") -> pd.DataFrame:
@@ -101,7 +102,7 @@ def paired_table(runs: pd.DataFrame, pairs=PAIRS, metric: str = "mAP") -> pd.Dat
     return pd.DataFrame(rows)
 
 
-def prototype_quality_per_epoch(runs: pd.DataFrame, variant: str = "pirid", tag: str = "") -> pd.DataFrame:
+def prototype_quality_per_epoch(runs: pd.DataFrame, variant: str = METHOD, tag: str = "") -> pd.DataFrame:
     """Mean over seeds, per stage-2 epoch, of the prototypes' quality against the hidden truth (logged only)
     and the memory's cross-camera nearest-neighbour accuracy."""
     selected = runs[(runs["variant"] == variant) & (runs["tag"] == tag)]
@@ -119,23 +120,23 @@ def claims(runs: pd.DataFrame) -> pd.DataFrame:
     value, and whether it holds. Where ``oracle-prototypes`` itself stays below 0.85 of ``supervised``, the
     PIRID-vs-supervised target becomes PIRID's share of the oracle's room, (pirid − pirid-1) / (oracle − pirid-1)."""
     mean = runs[runs["tag"] == ""].groupby("variant")["mAP"].mean()
-    gain = paired_differences(runs, "pirid", "pirid-1")
-    rows = [("pirid − pirid-1: 95 % interval excludes 0", f"[{gain['ci_low']:+.1f}, {gain['ci_high']:+.1f}]",
+    method, low, ablation, oracle, top = (mean[v] for v in (METHOD, INTRA_ONLY, ABLATION, ORACLE, UPPER_BOUND))
+    gain = paired_differences(runs, METHOD, INTRA_ONLY)
+    rows = [(f"{METHOD} − {INTRA_ONLY}: 95 % interval excludes 0", f"[{gain['ci_low']:+.1f}, {gain['ci_high']:+.1f}]",
              gain["ci_low"] > 0),
-            ("pirid > pirid-1 on every seed", f"{gain['wins']} of {gain['seeds']}", gain["wins"] == gain["seeds"]),
-            ("pirid > pirid-2 > pirid-1 (means)",
-             f"{mean['pirid']:.1f} / {mean['pirid-2']:.1f} / {mean['pirid-1']:.1f}",
-             mean["pirid"] > mean["pirid-2"] > mean["pirid-1"])]
-    oracle_ratio = mean["oracle-prototypes"] / mean["supervised"]
+            (f"{METHOD} > {INTRA_ONLY} on every seed", f"{gain['wins']} of {gain['seeds']}", gain["wins"] == gain["seeds"]),
+            (f"{METHOD} > {ABLATION} > {INTRA_ONLY} (means)", f"{method:.1f} / {ablation:.1f} / {low:.1f}",
+             method > ablation > low)]
+    oracle_ratio = oracle / top
     if oracle_ratio >= 0.85:
-        ratio = mean["pirid"] / mean["supervised"]
-        rows.append(("pirid / supervised ≥ 0.85", f"{ratio:.2f}", ratio >= 0.85))
+        ratio = method / top
+        rows.append((f"{METHOD} / {UPPER_BOUND} ≥ 0.85", f"{ratio:.2f}", ratio >= 0.85))
     else:
-        share = (mean["pirid"] - mean["pirid-1"]) / (mean["oracle-prototypes"] - mean["pirid-1"])
-        rows.append((f"oracle / supervised = {oracle_ratio:.2f} < 0.85, so: pirid takes ≥ 60 % of the oracle's room",
+        share = (method - low) / (oracle - low)
+        rows.append((f"oracle / {UPPER_BOUND} = {oracle_ratio:.2f} < 0.85, so: {METHOD} takes ≥ 60 % of the oracle's room",
                      f"{share:.2f}", share >= 0.60))
-    ratio = mean["pirid-1"] / mean["supervised"]
-    rows.append(("pirid-1 / supervised within 0.65–0.85", f"{ratio:.2f}", 0.65 <= ratio <= 0.85))
+    ratio = low / top
+    rows.append((f"{INTRA_ONLY} / {UPPER_BOUND} within 0.65–0.85", f"{ratio:.2f}", 0.65 <= ratio <= 0.85))
     return pd.DataFrame(rows, columns=["target", "measured", "holds"])
 
 
@@ -164,7 +165,7 @@ def load_runs(results_root: str | Path = "results") -> pd.DataFrame:
 def saved_features_metrics(run_path: str | Path, stage: str, num_query: int) -> dict[str, float]:
     """R1/R5/R10/mAP (%) of the test features a run saved with ``save_features`` (``features_<stage>.npz``,
     stage ``initial`` = the untrained network, ``final``; query rows first, then gallery)."""
-    from .evaluate import retrieval_metrics
+    from ..evaluation.evaluate import retrieval_metrics
 
     f, pids, camids = RunFiles(run_path).features(stage)
     if not 0 < num_query < len(pids):
@@ -203,7 +204,7 @@ def table1(runs: pd.DataFrame, dataset_label: str) -> pd.DataFrame:
         for dataset, values in per_dataset.items():
             rows.append({"method": method, "source": "paper (published)", "dataset": dataset,
                          **dict(zip(METRIC_COLUMNS, values))})
-    measured = runs[(runs["variant"] == "pirid") & (runs["tag"] == "")]
+    measured = runs[(runs["variant"] == METHOD) & (runs["tag"] == "")]
     for (dataset, profile), group in measured.groupby(["dataset", "profile"], sort=False):
         means = group[list(METRIC_COLUMNS)].mean()
         rows.append({"method": "PIRID", "source": f"measured ({profile} profile, {len(group)} seeds)",

@@ -1,7 +1,7 @@
 """In-memory input pipeline: the training set decoded once to a uint8 tensor on the training device and
 augmented there in batches (the GPU fast path of the ``paper`` profile; also valid on CPU).
 
-It draws the same kind of batches as :func:`pirid_lite.data.make_train_loader` (P-K sampling, flip,
+It draws the same kind of batches as :func:`pirid_lite.datasets.pipeline.make_train_loader` (P-K sampling, flip,
 pad-and-crop, random erasing, ImageNet normalisation) without JPEG decoding or per-image Python work in
 the step, so the GPU is never waiting for a DataLoader.
 """
@@ -13,8 +13,8 @@ from typing import Iterator
 import torch
 from torchvision.transforms import v2
 
-from . import data as data_lib
-from .data import IMAGENET_MEAN, IMAGENET_STD
+from . import pipeline as data_lib
+from .pipeline import IMAGENET_MEAN, IMAGENET_STD
 
 
 class BatchAugment:
@@ -78,7 +78,7 @@ class BatchAugment:
 
 class TensorTrainLoader:
     """Yields ``(images, labels, camids, index)`` batches like the DataLoader, from a device-resident
-    uint8 tensor of the whole training set and a :class:`pirid_lite.data.PKSampler` over ``sample_by``."""
+    uint8 tensor of the whole training set and a :class:`pirid_lite.datasets.pipeline.PKSampler` over ``sample_by``."""
 
     def __init__(self, images_uint8: torch.Tensor, items, sample_by, cfg, seed: int, epoch_batches: int,
                  rank: int = 0, world_size: int = 1):
@@ -102,7 +102,7 @@ class TensorTrainLoader:
 
 class TensorTestLoader:
     """Eval-time batches ``(images, targets, camids, index)`` of a decoded uint8 set ``(n, 3, H, W)``, in order:
-    the pixels of :func:`pirid_lite.data.make_test_loader` (resize, then ImageNet normalisation) without
+    the pixels of :func:`pirid_lite.datasets.pipeline.make_test_loader` (resize, then ImageNet normalisation) without
     decoding the JPEGs again — what stage 2's fresh-centroid pass reads every epoch."""
 
     def __init__(self, images_uint8: torch.Tensor, items, batch_size: int):

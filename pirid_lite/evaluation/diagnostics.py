@@ -46,25 +46,3 @@ def cross_camera_nn_accuracy(bank: torch.Tensor, label_camera, true_identity) ->
     if not has_match.any():
         return float("nan")
     return float((truth[nearest] == truth)[has_match].float().mean())
-
-
-def prototype_diagnostics(prototypes, memory_features: torch.Tensor, labels, dataset, variant: str) -> dict:
-    """What a stage-2 epoch logs about its prototypes: the truth-free signals (prototypes holding two IDs of
-    one camera, the largest prototype; :mod:`pirid_lite.association`) and, against the hidden truth (never
-    trained on), their quality (:func:`pirid_lite.prototypes.prototype_quality`) and K's cross-camera NN
-    accuracy. The ``supervised`` rows are true identities already, so only their count and noise are logged."""
-    from . import logkeys
-    from .association import largest_prototype, same_camera_prototypes
-    from .prototypes import prototype_quality
-    from .variants import policy
-
-    if policy(variant).label_space == "true-identity":
-        return {logkeys.NUM_PROTOTYPES: prototypes.num_prototypes, logkeys.NOISE_SHARE: prototypes.noise_share}
-    truth = dataset.hidden_truth.reveal_per_label(reason="prototype diagnostics (log only)")
-    # how often K's nearest other-camera row is the same person: what clustering could build on
-    nn_accuracy = cross_camera_nn_accuracy(memory_features.detach().cpu(), labels.id_group, truth)
-    assignment = prototypes.assignment.cpu()
-    return {logkeys.SAME_CAMERA_PROTOTYPES: same_camera_prototypes(assignment, labels.id_group),
-            logkeys.LARGEST_PROTOTYPE: largest_prototype(assignment),
-            **({} if prototypes.threshold is None else {logkeys.ASSOCIATION_THRESHOLD: prototypes.threshold}),
-            **prototype_quality(assignment, truth), logkeys.MEMORY_NN_ACCURACY: nn_accuracy}

@@ -2,7 +2,7 @@
 and, given ``path``, also saves it (PNG at 150 dpi; any suffix matplotlib knows). :func:`epoch_table` and
 :func:`quality_summary` are the text that goes with them.
 
-A run's per-epoch log (``log.jsonl``, :meth:`pirid_lite.runfiles.RunFiles.log`) is read by the names of
+A run's per-epoch log (``log.jsonl``, :meth:`pirid_lite.engine.runfiles.RunFiles.log`) is read by the names of
 :mod:`pirid_lite.logkeys` only; :data:`LOG_KEYS_READ` lists every key a function here reads.
 """
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import logkeys
-from .losses import LOSS_TERMS
+from .. import logkeys
+from ..method.losses import LOSS_TERMS
 
 R1, R5, R10, MAP = logkeys.RETRIEVAL                      # logged every ``eval_every`` epochs (when > 0)
 LOSS_KEYS = tuple(logkeys.loss_key(term) for term in LOSS_TERMS)   # loss_intra, loss_inter_id, loss_triplet
@@ -104,7 +104,7 @@ def epoch_table(log: "pd.DataFrame") -> "pd.DataFrame":
 
 
 def quality_summary(quality) -> str:
-    """One line for a prototype-quality record (a dict from :func:`pirid_lite.prototypes.prototype_quality`
+    """One line for a prototype-quality record (a dict from :func:`pirid_lite.method.prototypes.prototype_quality`
     or a stage-2 row of a log): prototypes against true people, noise, purity, pairwise P/R/F and, when
     present, the memory's cross-camera NN accuracy."""
     def get(key):
@@ -204,7 +204,7 @@ def plot_tsne_panels(panels: dict, n_identities: int = 20, seed: int = 0, path=N
 
 def plot_eps_sweep(sweep: "pd.DataFrame", paper_eps: float = 0.6, path=None):
     """Prototype statistics against DBSCAN's eps, one line per distance (``sweep`` from
-    :func:`pirid_lite.prototypes.eps_sweep`); the paper's 0.6 marked."""
+    :func:`pirid_lite.method.prototypes.eps_sweep`); the paper's 0.6 marked."""
     import matplotlib.pyplot as plt
 
     cols = [c for c in PROTOTYPE_STATS if c in sweep]
@@ -227,7 +227,7 @@ def plot_prototype_setting(assignment, true_identity_per_id, sweep: "pd.DataFram
                            cannot_link: bool = False, path=None):
     """One DBSCAN setting on a bank of ID centroids. Left: its prototypes (``assignment`` = S') by size,
     largest first, green when all member IDs are one hidden person (the truth is read for display only);
-    right: pairwise F and noise share of the eps ``sweep`` (:func:`pirid_lite.prototypes.eps_sweep`) for
+    right: pairwise F and noise share of the eps ``sweep`` (:func:`pirid_lite.method.prototypes.eps_sweep`) for
     ``distance``, with ``eps`` marked."""
     import matplotlib.pyplot as plt
 
@@ -255,7 +255,7 @@ def plot_prototype_setting(assignment, true_identity_per_id, sweep: "pd.DataFram
 
 def plot_prototype_quality_by_setting(logs: "pd.DataFrame", path=None):
     """Stage-2 prototype statistics per epoch, mean over seeds with a ±1 std band, one line per setting
-    (``logs`` from :func:`pirid_lite.results.epoch_logs`; the setting is the run's tag, '' = default)."""
+    (``logs`` from :func:`pirid_lite.experiments.results.epoch_logs`; the setting is the run's tag, '' = default)."""
     import matplotlib.pyplot as plt
 
     cols = [c for c in PROTOTYPE_STATS if c in logs]

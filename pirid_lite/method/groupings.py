@@ -1,7 +1,7 @@
 """How stage 2 (§2.3) groups the ID centroids into prototypes: one registered function per grouping.
 
 A grouping takes the (N, d) bank that §2.3 clusters, the camera of each row, the config and the dataset,
-and returns :class:`pirid_lite.prototypes.Prototypes`. :data:`GROUPINGS` holds them by name; a variant
+and returns :class:`pirid_lite.method.prototypes.Prototypes`. :data:`GROUPINGS` holds them by name; a variant
 (:mod:`pirid_lite.variants`) holds the :class:`Grouping` it uses, and the method's own variants hold
 :data:`ASSOCIATION`, which runs the truth-free grouping that ``PiridConfig.association`` names. Adding a
 grouping is one function with ``@grouping(...)`` here; ``--set association=<name>`` then selects it.
@@ -16,7 +16,7 @@ import torch
 from .prototypes import Prototypes, form_prototypes, linkage_prototypes, prototypes_from_groups
 
 if TYPE_CHECKING:
-    from .config import PiridConfig
+    from ..config import PiridConfig
 
 GroupingFn = Callable[[torch.Tensor, torch.Tensor, "PiridConfig", object], Prototypes]
 
@@ -79,3 +79,10 @@ def _configured(bank, cameras, cfg, dataset) -> Prototypes:
 
 
 ASSOCIATION = Grouping("association", "the truth-free grouping named by PiridConfig.association", _configured)
+
+
+def associate(bank: torch.Tensor, label_camera, cfg: "PiridConfig") -> Prototypes:
+    """What the method's stage 2 forms from ``bank`` under ``cfg``: the truth-free grouping that
+    ``cfg.association`` names, with every setting read from ``cfg`` — the one call for a notebook that
+    asks "what did this run's §2.3 make of these centroids"."""
+    return GROUPINGS[cfg.association](bank, torch.as_tensor(label_camera, device=bank.device), cfg, None)

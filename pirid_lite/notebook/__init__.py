@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from .config import PiridConfig, get_config
-from .runfiles import RunFiles, run_dir
-from .utils import REPO_ROOT
+from ..config import PiridConfig, get_config
+from ..engine.runfiles import RunFiles, run_dir
+from ..utils import REPO_ROOT
 
 MODES = ("full", "test")
 
@@ -114,7 +114,7 @@ def train_or_reuse(nb: NotebookSettings, cfg: PiridConfig, dataset, scratch_name
     reused (a CPU cannot afford to train it again in every notebook): the one ``make reproduce`` committed
     (unless ``reuse_committed=False``), else the one this notebook committed under ``scratch_root``.
     Otherwise — test mode, another config, ``PIRID_RETRAIN=1`` — a fresh training under ``scratch_root``."""
-    from .trainer import Trainer
+    from ..engine.trainer import Trainer
 
     out = nb.scratch_root / scratch_name
     candidates = [run_dir(nb.results_root, dataset.name, cfg.profile, cfg.variant, cfg.seed)] if reuse_committed else []
@@ -138,8 +138,8 @@ def train_or_reuse(nb: NotebookSettings, cfg: PiridConfig, dataset, scratch_name
 def images_per_run(cfg: PiridConfig, train_images: int) -> int:
     """Training images that go through the network in a run of ``cfg`` on ``train_images`` images
     (epochs × batches × batch size; an epoch is ``iters_per_epoch`` or ⌊train_images / batch size⌋ batches)."""
-    batches = cfg.iters_per_epoch or max(1, train_images // cfg.batch_size)
-    return cfg.epochs * batches * cfg.batch_size
+    from ..engine.training import batches_per_epoch
+    return cfg.epochs * batches_per_epoch(cfg, train_images) * cfg.batch_size
 
 
 def forward_gflops(cfg: PiridConfig) -> float:
@@ -147,7 +147,7 @@ def forward_gflops(cfg: PiridConfig) -> float:
     ``torch.utils.flop_counter`` (random weights: the count does not depend on them)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from .model import build_model
+    from ..method.model import build_model
 
     model = build_model(cfg.replace(pretrained=None)).eval()
     counter = FlopCounterMode(display=False)
@@ -193,7 +193,7 @@ def flop_scaled_estimate(measured: PiridConfig, measured_rate: float, measured_o
                          dataset: str = "market") -> FlopScaledEstimate:
     """:class:`FlopScaledEstimate` of the ``profile`` configuration on the synthetic preset ``dataset``
     (its training-set size is fixed by the preset), from a run of ``measured`` at ``measured_rate``."""
-    from .datasets.synthetic import PRESETS
+    from ..datasets.synthetic import PRESETS
 
     target = get_config(profile)
     train_images = PRESETS[dataset].train_images

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .config import PiridConfig
-from .errors import UserError
-from .runfiles import RunFiles
+from ..config import PiridConfig
+from ..errors import UserError
+from ..engine.runfiles import RunFiles
 
 
 @dataclass(frozen=True)
@@ -53,7 +53,7 @@ def run_experiments(experiments: Sequence[Experiment], dataset, *, force: bool =
                     print_line: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Train every experiment not finished yet (all with ``force``) on ``dataset``; returns the timings of
     the runs trained here. The time left is the mean time of the runs so far times the runs still to do."""
-    from .trainer import Trainer
+    from ..engine.trainer import Trainer
 
     todo = [e for e in experiments if force or not RunFiles(e.out).is_finished]
     done_before = len(experiments) - len(todo)

@@ -2,8 +2,10 @@
 
 :class:`TrainingState` holds what a step changes — the network, Adam, the §3.1 schedule, the AMP scaler
 and the intra-camera memory K — and can save and restore itself. :meth:`TrainingState.step` is one step:
-forward (autocast on CUDA), the loss recipe (:data:`pirid_lite.losses.LOSS_RECIPE`), backward, Adam, then
-Eq. 1 on K (and on K' in stage 2). :func:`run_epoch` runs the steps of an epoch without a host sync per step.
+forward (autocast on CUDA), the loss recipe built from the config (:func:`pirid_lite.method.losses.build_loss_recipe`),
+backward, Adam, then Eq. 1 on K (and on K' in stage 2). :func:`epoch_loader` plans an epoch's batches and
+:func:`run_steps` runs them without a host sync per step; both read the run's
+:class:`pirid_lite.engine.epoch.EpochContext`.
 """
 from __future__ import annotations
 
@@ -11,24 +13,26 @@ import math
 import random
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import data as data_lib
-from . import logkeys
-from .config import PiridConfig
-from .distributed import SINGLE_PROCESS, DistributedContext
-from .errors import user_error_from
-from .losses import LOSS_RECIPE, StepInputs, loss_terms, total_loss
-from .memory import IntraCameraMemory, PrototypeMemory
-from .model import build_model
-from .runfiles import load_weights
-from .tensor_pipeline import TensorTrainLoader
-from .utils import seed_everything
-from .variants import LabelSpace, VariantPolicy
+from ..datasets import pipeline as data_lib
+from .. import logkeys
+from ..config import PiridConfig
+from ..distributed import SINGLE_PROCESS, DistributedContext
+from ..errors import user_error_from
+from ..method.losses import LossTerm, StepInputs, build_loss_recipe, loss_terms, total_loss
+from ..method.memory import IntraCameraMemory, PrototypeMemory
+from ..method.model import build_model, load_weights
+from ..datasets.tensor_pipeline import TensorTrainLoader
+from ..utils import seed_everything
+from ..variants import LabelSpace, VariantPolicy
+
+if TYPE_CHECKING:
+    from .epoch import EpochContext
 
 
 def lr_factor(epoch: int, cfg: PiridConfig) -> float:
@@ -68,6 +72,7 @@ class TrainingState:
     scheduler: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     memory: IntraCameraMemory
+    recipe: tuple[LossTerm, ...]          # Eq. 7's terms with their weights and settings (from cfg)
     ctx: DistributedContext = SINGLE_PROCESS
 
     @classmethod
@@ -96,7 +101,7 @@ class TrainingState:
                 train_model, device_ids=[device.index] if device.type == "cuda" else None)
             if ctx.world_size > 1:  # same weights everywhere, but each rank augments its share its own way
                 torch.manual_seed(data_lib.augmentation_seed(cfg.seed, ctx.rank))
-        return cls(cfg, device, model, train_model, optimizer, scheduler, scaler, memory, ctx)
+        return cls(cfg, device, model, train_model, optimizer, scheduler, scaler, memory, build_loss_recipe(cfg), ctx)
 
     # ------------------------------------------------------------------ persistence
     def state_dict(self) -> dict[str, Any]:
@@ -138,9 +143,9 @@ class TrainingState:
         log_probs = self.memory.log_probs(f, groups)
         image_prototypes = stage2.assignment[labels] if stage2 is not None else None
         inputs = StepInputs(g, f, log_probs, labels, groups, image_prototypes,
-                            stage2.memory if stage2 is not None else None, self.cfg.triplet_margin)
-        terms = loss_terms(inputs, 2 if stage2 is not None else 1, variant.uses)
-        loss = total_loss(*terms.values())
+                            stage2.memory if stage2 is not None else None)
+        terms = loss_terms(self.recipe, inputs, 2 if stage2 is not None else 1, variant.uses)
+        loss = total_loss(*terms.values(), weights=[term.weight for term in self.recipe])
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -180,27 +185,32 @@ def load_train_images(cfg: PiridConfig, dataset, device: torch.device) -> torch.
     return None
 
 
-def epoch_loader(cfg: PiridConfig, dataset, labels: LabelSpace, epoch: int, stage2: Stage2 | None,
-                 train_images: torch.Tensor | None, ctx: DistributedContext = SINGLE_PROCESS):
+def epoch_loader(run: "EpochContext", epoch: int, stage2: Stage2 | None):
     """The epoch's batches of P IDs × K images — by memory row, or in stage 2 optionally by prototype
     (``cfg.stage2_sampling``) — and what it samples by (``"intra-id"`` or ``"prototype"``). With several
     processes, this rank's disjoint part of every batch of the same plan."""
+    cfg, dataset, labels = run.cfg, run.dataset, run.labels
     sample_by, sampled_by = labels.image_labels, "intra-id"
     if stage2 is not None and cfg.stage2_sampling == "prototype":
         by_prototype = stage2.assignment.cpu().numpy()[labels.image_labels]
         found = len(np.unique(by_prototype[by_prototype >= 0]))
         if found >= cfg.num_ids_per_batch:
             sample_by, sampled_by = by_prototype, "prototype"
-        else:  # a P-K batch needs P distinct prototypes; DBSCAN may merge nearly everything
+        else:  # a P-K batch needs P distinct prototypes; the grouping may merge nearly everything
             warnings.warn(f"epoch {epoch + 1}: only {found} prototypes for P={cfg.num_ids_per_batch} "
                           "prototypes per batch; this epoch samples by intra-camera ID instead")
-    num_batches = cfg.iters_per_epoch or max(1, len(dataset.train) // cfg.batch_size)
     seed = cfg.seed * 100_003 + epoch
-    share = dict(rank=ctx.rank, world_size=ctx.world_size)
-    if train_images is not None:
-        return TensorTrainLoader(train_images, dataset.train, sample_by, cfg, seed, num_batches, **share), sampled_by
+    share = dict(rank=run.ctx.rank, world_size=run.ctx.world_size)
+    num_batches = batches_per_epoch(cfg, len(dataset.train))
+    if run.train_images is not None:
+        return TensorTrainLoader(run.train_images, dataset.train, sample_by, cfg, seed, num_batches, **share), sampled_by
     return data_lib.make_train_loader(dataset.train, sample_by, cfg, seed=seed, epoch_batches=num_batches,
                                       **share), sampled_by
+
+
+def batches_per_epoch(cfg: PiridConfig, num_train_images: int) -> int:
+    """Steps of one epoch: ``cfg.iters_per_epoch``, or one pass over the training images in batches of P·K."""
+    return cfg.iters_per_epoch or max(1, num_train_images // cfg.batch_size)
 
 
 def _first_nonfinite(kept: torch.Tensor, terms: torch.Tensor) -> torch.Tensor:
@@ -208,18 +218,18 @@ def _first_nonfinite(kept: torch.Tensor, terms: torch.Tensor) -> torch.Tensor:
     return torch.where(torch.isfinite(kept).all() & ~torch.isfinite(terms).all(), terms, kept)
 
 
-def run_epoch(state: TrainingState, loader, image_labels: torch.Tensor, stage2: Stage2 | None,
-              variant: VariantPolicy, on_nonfinite: Callable[[dict[str, float]], Exception],
-              desc: str = "", progress: bool = True) -> dict[str, float]:
+def run_steps(run: "EpochContext", loader, stage2: Stage2 | None,
+              on_nonfinite: Callable[[dict[str, float]], Exception], desc: str = "") -> dict[str, float]:
     """The steps of one epoch; returns the mean of every loss term (``loss_<name>``), ``loss_total`` and
     ``intra_accuracy``. A non-finite loss raises ``on_nonfinite(terms of the first bad step)``."""
-    num_terms = len(LOSS_RECIPE)
+    state, recipe = run.state, run.state.recipe
+    num_terms = len(recipe)
     state.model.train()
     sums = torch.zeros(num_terms + 2, device=state.device)   # terms..., L, Eq. 2 correct
     first_bad = torch.zeros(num_terms, device=state.device)  # terms of the first step with a non-finite one
     seen = 0
-    for images, _, _, index in tqdm(loader, desc=desc, leave=False, disable=not progress):
-        step = state.step(images, image_labels[index.to(state.device, non_blocking=True)], stage2, variant)
+    for images, _, _, index in tqdm(loader, desc=desc, leave=False, disable=not run.progress):
+        step = state.step(images, run.image_labels[index.to(state.device, non_blocking=True)], stage2, run.variant)
         sums += step.detach()
         first_bad = _first_nonfinite(first_bad, step[:num_terms])
         seen += len(index)
@@ -229,10 +239,10 @@ def run_epoch(state: TrainingState, loader, image_labels: torch.Tensor, stage2: 
         per_rank = state.ctx.gather(first_bad.unsqueeze(0))  # (ranks, terms): the first rank with a bad step
         first_bad = per_rank[int((~torch.isfinite(per_rank).all(1)).float().argmax())]
     if not torch.isfinite(sums[:num_terms + 1]).all():  # a non-finite step leaves its sum non-finite: one check
-        raise on_nonfinite({term.paper: value for term, value in zip(LOSS_RECIPE, first_bad.tolist())
+        raise on_nonfinite({term.paper: value for term, value in zip(recipe, first_bad.tolist())
                             if not math.isfinite(value)})
     means = (sums / max(1, len(loader))).tolist()
-    record = {logkeys.loss_key(term.name): mean for term, mean in zip(LOSS_RECIPE, means)}
+    record = {logkeys.loss_key(term.name): mean for term, mean in zip(recipe, means)}
     record[logkeys.LOSS_TOTAL] = means[num_terms]
     record[logkeys.INTRA_ACCURACY] = sums[num_terms + 1].item() / max(1, seen)
     return record

@@ -1,0 +1,1 @@
+"""The training machinery of §2.4: the trainer, the epoch cycle, one step, a run's files."""
