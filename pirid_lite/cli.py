@@ -225,6 +225,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         from . import datasets
         datasets.load("small", verbose=False)
         return 0
+    if args.generalisation:
+        from .experiments.reproduce import generalise
+        only = tuple(v for v in args.only.split(",") if v) or None
+        print(f"generalisation table: {generalise(shard=args.shard, only=only) / 'generalisation.md'}")
+        return 0
     reproduce(results_root=args.out, force=args.force, seeds=args.seeds, shard=args.shard)
     return 0
 
@@ -335,6 +340,9 @@ def _add_reproduce(sub, common) -> None:
     rep.add_argument("--prepare", action="store_true",
                      help="only generate the benchmark, then exit "
                           "(make reproduce runs this before its parallel shards)")
+    rep.add_argument("--generalisation", action="store_true",
+                     help="instead: the generalisation runs on instances 4 and 5 (results/generalisation)")
+    rep.add_argument("--only", default="", help="with --generalisation: only these run labels (comma-separated)")
     rep.set_defaults(func=cmd_reproduce)
 
 

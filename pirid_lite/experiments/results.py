@@ -115,6 +115,25 @@ def prototype_quality_per_epoch(runs: pd.DataFrame, variant: str = METHOD, tag: 
     return table.reset_index()
 
 
+def generalisation_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per dataset (instance): mAP of each variant (mean over its seeds, seed count in brackets)
+    and the per-seed gains of the method over pirid-1 and over the paper's reading."""
+    rows = []
+    for dataset, part in runs.groupby("dataset"):
+        labelled = part.assign(label=run_labels(part))
+        row = {"instance": dataset}
+        for label, runs_of in labelled.groupby("label", sort=False):
+            row[label] = f"{runs_of['mAP'].mean():.1f} ({len(runs_of)})"
+        for baseline in (INTRA_ONLY, f"{METHOD}+paper-reading"):
+            try:
+                d = paired_differences(part, METHOD, baseline)
+            except ValueError:
+                continue
+            row[f"{METHOD} − {baseline} per seed"] = ", ".join(f"{v:+.1f}" for v in d["per_seed"].values())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def claims(runs: pd.DataFrame) -> pd.DataFrame:
     """The paper's claims as measurements on Table 2's untagged runs: what each target asks, the measured
     value, and whether it holds. Where ``oracle-prototypes`` itself stays below 0.85 of ``supervised``, the
