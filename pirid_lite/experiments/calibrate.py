@@ -70,6 +70,8 @@ ASSOCIATION_SETTINGS: dict[str, dict] = {
     "linkage-centred": dict(association="camera-linkage", camera_centring=True),
     "linkage-prototype-batches": dict(association="camera-linkage", camera_centring=False,
                                       stage2_sampling="prototype"),
+    # added once the first runs showed impure early prototypes at 2x (threshold > 1 at the end of stage 1)
+    "linkage-scale1.5": dict(association="camera-linkage", camera_centring=False, linkage_scale=1.5),
 }
 ASSOCIATION_ROOT = CALIBRATION_ROOT / "association"
 REUSED_ON_INSTANCE_1 = {"dbscan-centred": Path(CHOSEN) / "method" / "camera-centred",

@@ -138,6 +138,23 @@ def build_prototypes(memory_features: torch.Tensor, labels: np.ndarray, distance
                       noise_share=float((~kept).float().mean()) if len(assignment) else 0.0, distance=distance)
 
 
+def grouping_distance(memory_features: torch.Tensor, label_camera, metric: str, k1: int, k2: int,
+                      camera_centring: bool, caller: str) -> tuple[np.ndarray, np.ndarray]:
+    """The (N, N) float64 distance a grouping runs on (of :func:`camera_centred` rows when asked) and the
+    camera of each row; a ``ValueError`` naming ``caller`` when the shapes do not fit."""
+    if memory_features.dim() != 2:
+        raise ValueError(f"{caller}: memory_features must be (N, d), got {tuple(memory_features.shape)}")
+    cameras = torch.as_tensor(label_camera).cpu().numpy()
+    if cameras.shape != (memory_features.shape[0],):
+        raise ValueError(f"{caller}: label_camera has shape {cameras.shape}, expected "
+                         f"({memory_features.shape[0]},) = one camera per memory row")
+    seen = memory_features.detach()
+    on_device = torch.as_tensor(cameras, device=seen.device)
+    if camera_centring:
+        seen = camera_centred(seen, on_device)
+    return pair_distance(seen, metric, k1, k2, on_device).double().cpu().numpy(), cameras
+
+
 def form_prototypes(memory_features: torch.Tensor, label_camera: torch.Tensor, eps: float = 0.6,
                     min_samples: int = 2, metric: str = "jaccard", cannot_link: bool = False,
                     k1: int = 20, k2: int = 6, camera_centring: bool = False) -> Prototypes:
@@ -149,16 +166,7 @@ def form_prototypes(memory_features: torch.Tensor, label_camera: torch.Tensor, e
     ``cannot_link``: IDs of one camera are known to be different people, so a prototype must not hold two
     of them; violating clusters are split greedily (see ``_split_by_camera``) and singletons become noise.
     """
-    if memory_features.dim() != 2:
-        raise ValueError(f"form_prototypes: memory_features must be (N, d), got {tuple(memory_features.shape)}")
-    cameras = torch.as_tensor(label_camera).cpu().numpy()
-    if cameras.shape != (memory_features.shape[0],):
-        raise ValueError(f"form_prototypes: label_camera has shape {cameras.shape}, expected "
-                         f"({memory_features.shape[0]},) = one camera per memory row")
-    seen = memory_features.detach()
-    if camera_centring:
-        seen = camera_centred(seen, torch.as_tensor(cameras, device=seen.device))
-    dist = pair_distance(seen, metric, k1, k2, torch.as_tensor(cameras, device=seen.device)).double().cpu().numpy()
+    dist, cameras = grouping_distance(memory_features, label_camera, metric, k1, k2, camera_centring, "form_prototypes")
     labels = DBSCAN(eps=eps, min_samples=min_samples, metric="precomputed").fit_predict(dist)
     if cannot_link:
         labels = _apply_cannot_link(labels, dist, cameras, eps)
@@ -173,14 +181,8 @@ def linkage_prototypes(memory_features: torch.Tensor, label_camera: torch.Tensor
     ``camera_centring`` as in :func:`form_prototypes`."""
     from .association import adaptive_threshold, camera_constrained_linkage
 
-    cameras = torch.as_tensor(label_camera).cpu().numpy()
-    if memory_features.dim() != 2 or cameras.shape != (memory_features.shape[0],):
-        raise ValueError(f"linkage_prototypes: features {tuple(memory_features.shape)} must be (N, d) with one "
-                         f"camera per row, got label_camera {cameras.shape}")
-    seen = memory_features.detach()
-    if camera_centring:
-        seen = camera_centred(seen, torch.as_tensor(cameras, device=seen.device))
-    dist = pair_distance(seen, metric, k1, k2, torch.as_tensor(cameras, device=seen.device)).double().cpu().numpy()
+    dist, cameras = grouping_distance(memory_features, label_camera, metric, k1, k2, camera_centring,
+                                      "linkage_prototypes")
     threshold = adaptive_threshold(dist, cameras, scale)
     labels = camera_constrained_linkage(dist, cameras, threshold)
     return dataclasses.replace(build_prototypes(memory_features, labels, f"{metric}+camera-linkage"),
