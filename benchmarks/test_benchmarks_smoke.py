@@ -35,7 +35,8 @@ def test_memory_update_benchmark_agrees_with_loop():
 
 def test_prototype_benchmark_runs_both_metrics():
     result = bench_prototypes.main(small=True)
-    assert result["cosine_prototypes"] >= 1 and result["jaccard_prototypes"] >= 1
+    assert result["cosine_prototypes"] >= 1 and result["jaccard_prototypes"] >= 1 and result["linkage_prototypes"] >= 1
+    assert result["linkage_same_camera_prototypes"] == 0
     assert 0 <= result["cosine_purity"] <= 1
 
 

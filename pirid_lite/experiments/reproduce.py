@@ -24,7 +24,7 @@ STAGE1_DONOR = METHOD  # its stage1.pt starts the other variants of the seed (Tr
 # Tagged runs beside Table 2, same seeds: `pirid` as the paper words §2.3, without the camera centring that
 # the cpu profile adds (chosen on the validation instance; docs/DESIGN.md §2).
 TAGGED_RUNS = {"paper-reading": (METHOD, dict(association="dbscan", camera_centring=False))}
-PAIRS_WRITTEN = (*PAIRS, (f"{METHOD}+paper-reading", INTRA_ONLY), (METHOD, f"{METHOD}+paper-reading"))
+PAIRS_WRITTEN = (*PAIRS, (METHOD, f"{METHOD}+paper-reading"), (f"{METHOD}+paper-reading", INTRA_ONLY))
 
 
 def plan(seeds: int | None = None, results_root: str | Path = "results", dataset: str = "synthetic-small",
@@ -135,6 +135,8 @@ def write_tables(results_root: str | Path, dataset: str, profile: str, out_dir: 
     if set(VARIANT_ORDER) <= set(runs["variant"]) and (runs["variant"] == METHOD).sum() >= 2:
         tables["claims"] = claims(runs)
         tables["prototype_quality"] = prototype_quality_per_epoch(runs)
+        if (runs["tag"] == "paper-reading").any():
+            tables["prototype_quality_paper_reading"] = prototype_quality_per_epoch(runs, METHOD, "paper-reading")
     for name, table in tables.items():
         atomic_write_text(out / f"{name}.md", table.to_markdown(index=False, missingval="–") + "\n")
         atomic_write_text(out / f"{name}.tex", table.to_latex(index=False, na_rep="--"))
