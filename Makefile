@@ -10,7 +10,7 @@ SEED             ?= 0
 LAB_IP           ?= 127.0.0.1
 LAB_PORT         ?= 8888
 
-.PHONY: help env demo test test-fast notebooks lab reproduce benchmarks lint clean
+.PHONY: help env demo test test-fast notebooks lab reproduce benchmarks lint clean gpu-check
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -54,6 +54,9 @@ reproduce: $(STAMP)  ## regenerate every number of Tables 1-2 and results/FINDIN
 
 benchmarks: $(STAMP)  ## run every benchmark at full size, print ratios
 	$(PY) -m benchmarks.run_all
+
+gpu-check:  ## the prepared GPU check of docs/GPU.md (machine's own python3, no .venv) -> results/gpu/ (GPU_CHECK_OUT=DIR)
+	PYTHONPATH=. python3 -m benchmarks.gpu_check --out $${GPU_CHECK_OUT:-results/gpu}
 
 clean:  ## remove the environment and generated data (keeps results/)
 	rm -rf $(VENV) $(TOOLS) data/synthetic
