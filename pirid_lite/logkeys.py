@@ -18,7 +18,7 @@ RANK_DIGESTS = "rank_digests"        # several processes: each rank's hash of we
 
 
 def loss_key(term: str) -> str:
-    """Log key of a loss term of the recipe (``pirid_lite.method.losses.LOSS_RECIPE``), e.g. ``loss_intra``."""
+    """Log key of a loss term of the recipe (``pirid_lite.method.losses.LOSS_TERMS``), e.g. ``loss_intra``."""
     return f"loss_{term}"
 
 

@@ -3,7 +3,7 @@
 All are vectorised over the mini-batch (no loop over cameras, images or anchors) and free of host
 synchronisation, so a CUDA training step does not stall on them.
 
-:data:`LOSS_RECIPE` names the terms a training step computes, in order. Logs, the progress bar, the
+:data:`LOSS_TERMS` names the terms a training step computes, in order. Logs, the progress bar, the
 non-finite-loss message and tables key on these names (``loss_<name>``); a variant says which it uses
 (:mod:`pirid_lite.variants`). :func:`build_loss_recipe` builds the recipe from the config: each term carries
 its weight (Eq. 7: all 1) and its own settings (the triplet margin m1).
@@ -172,13 +172,14 @@ def build_loss_recipe(cfg) -> tuple[LossTerm, ...]:
     )
 
 
-class _PaperDefaults:  # the recipe's names do not depend on the config: read them off the paper's weights
-    intra_weight = inter_id_weight = triplet_weight = 1.0
-    triplet_margin = 0.1
+class _AnySetting:
+    """Stands in for a config when only the recipe's names are wanted: every setting reads 1."""
+
+    def __getattr__(self, name: str) -> float:
+        return 1.0
 
 
-LOSS_RECIPE: tuple[LossTerm, ...] = build_loss_recipe(_PaperDefaults)
-LOSS_TERMS = tuple(term.name for term in LOSS_RECIPE)
+LOSS_TERMS = tuple(term.name for term in build_loss_recipe(_AnySetting()))  # the recipe's names, in order
 
 
 def loss_terms(recipe: Sequence[LossTerm], inputs: StepInputs, stage: int,
