@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import UserError
 
-from .method.groupings import ASSOCIATIONS
+from .method.groupings import associations
 from .variants import POLICIES, VARIANTS
 
 ICS_VARIANTS = tuple(name for name, p in POLICIES.items() if not p.reads_truth)  # never train on hidden truth
@@ -126,8 +126,8 @@ class PiridConfig:
 
         check(self.variant in VARIANTS, f"variant={self.variant!r}, expected one of {VARIANTS}")
         check(self.profile in PROFILES, f"profile={self.profile!r}, expected one of {PROFILES}")
-        check(self.association in ASSOCIATIONS,
-              f"association={self.association!r}, expected one of {ASSOCIATIONS}")
+        check(self.association in associations(),
+              f"association={self.association!r}, expected one of {associations()}")
         check(self.linkage_scale > 0, f"linkage_scale={self.linkage_scale}, expected > 0")
         check(self.linkage_metric in METRICS, f"linkage_metric={self.linkage_metric!r}, expected one of {METRICS}")
         check(self.cluster_metric in METRICS, f"cluster_metric={self.cluster_metric!r}, expected one of {METRICS}")

@@ -71,7 +71,10 @@ def identity(bank, cameras, cfg, dataset) -> Prototypes:
     return prototypes_from_groups(bank, torch.arange(bank.shape[0], device=bank.device), keep_singletons=True)
 
 
-ASSOCIATIONS = tuple(name for name, g in GROUPINGS.items() if not g.reads_truth and name != "identity")
+def associations() -> tuple[str, ...]:
+    """The names ``PiridConfig.association`` may take: every registered grouping that reads no truth and
+    groups (``identity`` keeps every row apart), wherever in this module or beyond it was registered."""
+    return tuple(name for name, g in GROUPINGS.items() if not g.reads_truth and name != "identity")
 
 
 def _configured(bank, cameras, cfg, dataset) -> Prototypes:
