@@ -153,15 +153,25 @@ def test_paired_table_pairs_tagged_runs_by_seed():
 
 
 def test_claims_by_hand():
-    """pirid − pirid-1 = 4, 6, 5 (mean 5, s = 1, half-width 2.48): the interval [+2.5, +7.5] excludes 0.
-    Means: pirid 45, pirid-2 42, pirid-1 40, oracle 50, supervised 80 → oracle / sup = 0.625 < 0.85, so the
-    target is the share of the oracle's room, (45 − 40) / (50 − 40) = 0.50 < 0.60; pirid-1 / sup = 0.50."""
+    """pirid − pirid-1 = 4, 6, 5 (mean 5, s = 1, half-width 2.48): the interval [+2.5, +7.5] is above 0.
+    Means: pirid 45, pirid-2 42, pirid-1 40, oracle 50, supervised 80 → share of the oracle's room
+    (45 − 40) / (50 − 40) = 0.50 < 0.85; pirid / sup = 0.5625 < 0.84 (oracle / sup = 0.625);
+    pirid − the paper's reading = 1, 3, 2 → [−0.5, +4.5], not above 0; pirid-1 / sup = 0.50."""
     runs = _runs({"pirid": [44.0, 46.0, 45.0], "pirid-1": [40.0, 40.0, 40.0], "pirid-2": [42.0] * 3,
-                  "oracle-prototypes": [50.0] * 3, "supervised": [80.0] * 3})
-    table = results.claims(runs).set_index("target")["holds"].tolist()
-    assert table == [True, True, True, False, False]
-    measured = results.claims(runs)["measured"].tolist()
-    assert measured == ["[+2.5, +7.5]", "3 of 3", "45.0 / 42.0 / 40.0", "0.50", "0.50"]
+                  "oracle-prototypes": [50.0] * 3, "supervised": [80.0] * 3,
+                  "pirid+paper-reading": [43.0, 43.0, 43.0]})
+    table = results.claims(runs)
+    assert table["holds"].tolist() == [True, True, True, False, False, False, False]
+    assert table["measured"].tolist() == ["[+2.5, +7.5]", "3 of 3", "45.0 / 42.0 / 40.0", "0.50", "0.562",
+                                          "[-0.5, +4.5]", "0.50"]
+    assert "oracle / supervised = 0.625" in table["target"].iloc[4]
+
+
+def test_prototype_claims_by_hand():
+    rows = results.prototype_claims({"F": 0.8, "purity": 0.9, "same_camera_max": 0.0})
+    assert [holds for _, _, holds in rows] == [True, True]
+    rows = results.prototype_claims({"F": 0.8, "purity": 0.84, "same_camera_max": 0.2})
+    assert [holds for _, _, holds in rows] == [False, False]
 
 
 def test_prototype_quality_per_epoch_means_stage2_epochs_over_seeds(tmp_path):

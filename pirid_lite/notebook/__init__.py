@@ -4,10 +4,14 @@
 ``make test`` uses: the ``test`` profile, fewer epochs, runs written to a temporary folder).
 ``PIRID_DATASET`` / ``PIRID_DATA_ROOT``: a real dataset instead of the synthetic ``small`` benchmark.
 On a CUDA machine the full-training notebook switches to the ``paper`` profile.
+``PIRID_WRITE_FIGURES=1`` (set by ``make notebooks``): the files a notebook makes — Figure 3, the table
+export — go to the tracked ``results/figures/`` and ``results/tables/``; without it to the ignored scratch
+folder (:func:`output_dir`), so that Run All in JupyterLab leaves the repository as it was.
 
-Also here: :func:`show_interactive` (a view with knobs in JupyterLab, the default view elsewhere),
-:func:`train_or_reuse` (a committed run instead of a new training in full mode) and the FLOP-scaled cost
-estimate of notebook 04 (:func:`forward_gflops`, :func:`flop_scaled_estimate`).
+Also here: :func:`load_dataset` (the notebook's dataset, a synthetic one generated quietly on first use),
+:func:`show_interactive` (a view with knobs in JupyterLab, the default view elsewhere), :func:`train_or_reuse`
+(a committed run instead of a new training in full mode) and the FLOP-scaled cost estimate of notebook 04
+(:func:`forward_gflops`, :func:`flop_scaled_estimate`).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from ..engine.runfiles import RunFiles, run_dir
 from ..utils import REPO_ROOT
 
 MODES = ("full", "test")
+WRITE_TRACKED = "PIRID_WRITE_FIGURES"   # "1": notebooks write their figures and tables into the tracked results/
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,48 @@ def settings(gpu_profile: str = "cpu", gpu_dataset: str | None = None) -> Notebo
     return NotebookSettings(mode=mode, dataset=os.environ.get("PIRID_DATASET", default_dataset),
                             data_root=os.environ.get("PIRID_DATA_ROOT"), profile=profile,
                             results_root=REPO_ROOT / "results", scratch_root=scratch)
+
+
+def output_dir(nb: NotebookSettings, name: str) -> Path:
+    """The folder where a notebook writes the files ``name`` (``"figures"``, ``"tables"``), created if needed:
+    ``results/<name>/`` — tracked, what the README shows — only in full mode with ``PIRID_WRITE_FIGURES=1``
+    (``make notebooks`` sets it); otherwise ``scratch_root/<name>/`` (``results/notebooks/``, ignored by git,
+    or a temporary folder in test mode), so that running a notebook never rewrites a tracked file."""
+    tracked = not nb.is_test and os.environ.get(WRITE_TRACKED) == "1"
+    folder = (nb.results_root if tracked else nb.scratch_root) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def shown_path(path) -> str:
+    """``path`` as a notebook prints it: relative to the repository, or "a temporary folder" outside it
+    (test mode), so that the printed line is the same on every machine."""
+    try:
+        return Path(path).resolve().relative_to(REPO_ROOT.resolve()).as_posix()
+    except ValueError:
+        return "a temporary folder"
+
+
+def load_dataset(name: str, root: str | Path | None = None, seed: int = 0):
+    """``datasets.load(name, root=root, seed=seed, verbose=False)``. A synthetic preset that is not generated
+    yet is generated first without the generator's progress bar (which JupyterLab shows in a pink stderr
+    box): one line when it starts and one when it is done."""
+    import time
+
+    from .. import datasets
+    from ..datasets import synthetic
+
+    preset = name.lower().strip().removeprefix("synthetic-").removeprefix("synthetic_")
+    if preset in datasets.SYNTHETIC_PRESET_NAMES:
+        folder = Path(root) if root is not None else synthetic.default_root(preset, seed)
+        first_use = not (folder / "manifest.json").exists()
+        if first_use:
+            print(f"generating the synthetic {preset!r} benchmark on first use, in {shown_path(folder)} ...", flush=True)
+        started = time.perf_counter()
+        synthetic.ensure_generated(preset, seed=seed, root=root, progress=False)
+        if first_use:
+            print(f"done in {time.perf_counter() - started:.0f} s")
+    return datasets.load(name, root=root, seed=seed, verbose=False)
 
 
 # --------------------------------------------------------------------------- widgets

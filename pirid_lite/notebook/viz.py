@@ -219,8 +219,9 @@ def plot_tsne_panels(panels: dict, n_identities: int = 20, seed: int = 0, path=N
 
     ``panels`` maps a title to ``(features, pids, camids)``; colour = identity, marker = camera. ``title``
     is added to the figure's suptitle (e.g. the start the networks were trained from). The identities are
-    drawn with ``seed``; their images enter t-SNE sorted by identity and camera (:func:`tsne_embedding`,
-    one thread), so the layout does not depend on the order of the saved features or the core count.
+    drawn with ``seed``; their images enter t-SNE sorted by identity, camera and feature values
+    (:func:`tsne_embedding`, one thread), so the layout depends neither on the order in which the features
+    were saved nor on the core count.
     """
     import matplotlib.pyplot as plt
 
@@ -233,8 +234,10 @@ def plot_tsne_panels(panels: dict, n_identities: int = 20, seed: int = 0, path=N
     for ax, (panel_title, (features, pids, camids)) in zip(axes[0], panels.items()):
         pids, camids = np.asarray(pids), np.asarray(camids)
         rows = np.flatnonzero(np.isin(pids, chosen))
-        rows = rows[np.lexsort((rows, camids[rows], pids[rows]))]   # by identity, camera, then saved order
-        embedded = tsne_embedding(np.asarray(features)[rows], seed=seed, perplexity=perplexity)
+        x = np.asarray(features, dtype=np.float32)[rows]
+        order = np.lexsort(np.vstack([x.T[::-1], camids[rows], pids[rows]]))   # identity, camera, then values
+        rows, x = rows[order], x[order]
+        embedded = tsne_embedding(x, seed=seed, perplexity=perplexity)
         for i, pid in enumerate(chosen):
             for cam in np.unique(camids[rows]):
                 sel = (pids[rows] == pid) & (camids[rows] == cam)
