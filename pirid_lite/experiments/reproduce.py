@@ -23,8 +23,11 @@ TABLE2_SEEDS = {variant: 5 for variant in VARIANT_ORDER}
 STAGE1_DONOR = METHOD  # its stage1.pt starts the other variants of the seed (Trainer.fit, stage1_from)
 # Tagged runs beside Table 2, same seeds: `pirid` as the paper words §2.3, without the camera centring that
 # the cpu profile adds (chosen on the validation instance; docs/DESIGN.md §2).
-TAGGED_RUNS = {"paper-reading": (METHOD, dict(association="dbscan", camera_centring=False))}
-PAIRS_WRITTEN = (*PAIRS, (METHOD, f"{METHOD}+paper-reading"), (f"{METHOD}+paper-reading", INTRA_ONLY))
+TAGGED_RUNS = {"paper-reading": (METHOD, dict(association="dbscan", camera_centring=False)),
+               # the cpu profile's grouping before the association study (results/archive/v3-dbscan-centred/)
+               "dbscan-centred": (METHOD, dict(association="dbscan", camera_centring=True))}
+PAIRS_WRITTEN = (*PAIRS, (METHOD, f"{METHOD}+paper-reading"), (f"{METHOD}+paper-reading", INTRA_ONLY),
+                 (METHOD, f"{METHOD}+dbscan-centred"))
 
 
 def plan(seeds: int | None = None, results_root: str | Path = "results", dataset: str = "synthetic-small",
@@ -58,19 +61,20 @@ GENERALISATION_DONOR = INTRA_ONLY  # needs no choice of the method's settings, s
 
 def generalisation_plan(generator_seed: int, results_root: str | Path = "results/generalisation",
                         profile: str = "cpu", only: tuple[str, ...] | None = None) -> list[Experiment]:
-    """The runs on one generalisation instance, donors (pirid-1) first; ``only`` keeps those labels."""
+    """The runs on one generalisation instance, seed by seed (each seed's pirid-1, the stage-1 donor, first),
+    so an interrupted batch has whole seeds; ``only`` keeps those labels."""
     dataset = f"synthetic-small-seed{generator_seed}"
     runs = []
-    for label, seeds in GENERALISATION_SEEDS.items():
-        variant, _, tag = label.partition("+")
-        overrides = TAGGED_RUNS[tag][1] if tag else {}
-        for seed in range(seeds):
+    for seed in range(max(GENERALISATION_SEEDS.values())):
+        for label, seeds in GENERALISATION_SEEDS.items():
+            variant, _, tag = label.partition("+")
+            if seed >= seeds or (only is not None and label not in only):
+                continue
             donor = run_dir(results_root, dataset, profile, GENERALISATION_DONOR, seed) / STAGE1_CHECKPOINT
             shares = variant != GENERALISATION_DONOR and policy(variant).shares_stage1
-            if only is None or label in only:
-                runs.append(Experiment(get_config(profile, variant=variant, seed=seed, **overrides),
-                                       run_dir(results_root, dataset, profile, variant, seed, tag or None),
-                                       tag=tag, stage1_from=donor if shares else None))
+            runs.append(Experiment(get_config(profile, variant=variant, seed=seed, **(TAGGED_RUNS[tag][1] if tag else {})),
+                                   run_dir(results_root, dataset, profile, variant, seed, tag or None),
+                                   tag=tag, stage1_from=donor if shares else None))
     return runs
 
 
