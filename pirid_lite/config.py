@@ -173,15 +173,17 @@ class PiridConfig:
 # scaled with the image. The paper's optimiser and lr (Adam, 3.5e-4) over 20 epochs: stage 1 = 4 epochs, a
 # 2-epoch warm-up and one lr drop (÷10) from epoch 15 (0-based) — the longest schedule with which Table 2's
 # runs fit in about an hour of 2 cores (docs/DESIGN.md §5). The CPU fast path is on: channels_last and the
-# in-memory input pipeline (benchmarks/RESULTS.md). DBSCAN sees camera-centred centroids (beyond the paper;
-# chosen on the validation instance by pirid's mAP, results/calibration/CALIBRATION.md). Random erasing stays
+# in-memory input pipeline (benchmarks/RESULTS.md). Stage 2 groups the IDs with the camera-constrained
+# association (complete linkage that never puts two IDs of one camera in one prototype, at 2 x the median
+# cross-camera nearest-neighbour distance; beyond the paper), on the centroids as they are: chosen over two
+# validation instances, two seeds each (results/calibration/CALIBRATION.md, the association study). Random erasing stays
 # off, as measured for the earlier cpu profile on small images. Random initialisation is a diagnostic start:
 # `--set pretrained=none`. `test` is smaller still, for unit tests and nbval.
 _PROFILE_OVERRIDES: dict[str, dict[str, Any]] = {
     "paper": {},
     "cpu": dict(profile="cpu", arch="mobilenet_v2", pretrained="imagenet", height=128, width=64, pad=5,
                 last_stride=2, epochs=20, stage1_epochs=4, warmup_epochs=2, lr_milestones=(15,),
-                random_erasing=0.0, channels_last=True, input_pipeline="tensor", camera_centring=True,
+                random_erasing=0.0, channels_last=True, input_pipeline="tensor", association="camera-linkage",
                 num_workers=0),
     "test": dict(profile="test", arch="resnet18", pretrained=None, height=32, width=16, pad=2, epochs=4, stage1_epochs=1,
                  warmup_epochs=1, lr_milestones=(3,), num_workers=0, eval_batch_size=64),
