@@ -576,13 +576,20 @@ def section_equivalence(run: Check, sec: Section) -> None:
 
             def one_amp(name=name, ref=ref, train=train, cpu_bf16_gap=cpu_bf16_gap):
                 value = gap(g_of(dev, True, train), ref)
-                tol = max(5e-3, 4 * cpu_bf16_gap) if math.isfinite(cpu_bf16_gap) else 5e-3
+                tol = max(5e-3, 4 * cpu_bf16_gap) if math.isfinite(cpu_bf16_gap) else 2e-2  # NaN: see below
                 return {"name": name, "mode": "amp_bf16", "max_abs_diff": value, "tolerance": tol,
                         "unit": "max over images of 1 - cos(g_device_bf16, g_cpu_fp32)",
-                        "cpu_bf16_gap": cpu_bf16_gap, "note": "tolerance = max(5e-3, 4 x the CPU's own bf16 gap)",
+                        "cpu_bf16_gap": cpu_bf16_gap,
+                        "note": "tolerance = max(5e-3, 4 x the CPU's own bf16 gap), 2e-2 if that gap is NaN",
                         "pass": value <= tol}
             guarded(name, "fp32", one_fp32)
-            if not train:  # train mode under AMP: sections c-e train with it (finite losses checked there)
+            if train:  # train mode under AMP: sections c-e train with it (finite losses checked there)
+                continue
+            if run.smoke:  # the "device" is the CPU, whose autocast is no pirid_lite path (AMP is CUDA only)
+                sec.result["cpu_bf16_gap_eval_mode"] = cpu_bf16_gap
+                sec.skipped.append(f"{name} [amp_bf16]: compared on CUDA only (CPU autocast's bf16 convolutions "
+                                   "and BatchNorm returned NaN on some calls in torch 2.11 and 2.13)")
+            else:
                 guarded(name, "amp_bf16", one_amp)
     sec.item("network features", network_checks)
 
@@ -817,11 +824,17 @@ def section_cpu_profile(run: Check, sec: Section) -> None:
     if TABLE2_RUN.is_file() and not run.smoke:
         table2 = json.loads(TABLE2_RUN.read_text())
         gap = result["metrics"]["mAP"] - table2["metrics"]["mAP"]
-        r["table2_cpu_run"] = {"metrics": table2["metrics"], "wall_seconds": table2.get("wall_seconds"),
-                               "device": table2["provenance"].get("device"), "torch": table2["provenance"].get("torch")}
+        ours, theirs = cfg.to_dict(), table2.get("config", {})
+        differs = sorted(k for k in set(ours) | set(theirs) if k != "device" and ours.get(k) != theirs.get(k))
+        r["table2_cpu_run"] = {"path": str(TABLE2_RUN.relative_to(REPO_ROOT)), "metrics": table2["metrics"],
+                               "wall_seconds": table2.get("wall_seconds"), "device": table2["provenance"].get("device"),
+                               "torch": table2["provenance"].get("torch"), "config_differences": differs}
         r["mAP_difference"] = round(gap, 2)
-        sec.check(f"|mAP - Table 2's CPU run| <= {CPU_PROFILE_MAX_MAP_GAP}", abs(gap) <= CPU_PROFILE_MAX_MAP_GAP,
-                  difference=round(gap, 2))
+        if differs:  # e.g. the profile changed since that run: no comparison of like with like
+            sec.skipped.append(f"mAP check: Table 2's run has another config ({', '.join(differs)})")
+        else:
+            sec.check(f"|mAP - Table 2's CPU run| <= {CPU_PROFILE_MAX_MAP_GAP}", abs(gap) <= CPU_PROFILE_MAX_MAP_GAP,
+                      difference=round(gap, 2))
     elif not run.smoke:
         r["table2_cpu_run"] = f"{TABLE2_RUN.relative_to(REPO_ROOT)} not found"
     sec.check("the run finished with finite metrics",
