@@ -35,8 +35,8 @@ test: $(STAMP)  ## unit tests, benchmark smoke runs and every notebook under nbv
 test-fast: $(STAMP)  ## unit tests only
 	$(PY) -m pytest tests -q -m "not slow"
 
-notebooks: $(STAMP)  ## re-execute the six notebooks in place in full mode (what their committed outputs show)
-	for nb in notebooks/0*.ipynb; do $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
+notebooks: $(STAMP)  ## re-execute the six notebooks in place in full mode (what their committed outputs show; rewrites results/figures)
+	for nb in notebooks/0*.ipynb; do PIRID_WRITE_FIGURES=1 $(VENV)/bin/jupyter nbconvert --to notebook --execute --inplace \
 	  --ExecutePreprocessor.timeout=3600 "$$nb" || exit 1; done
 
 lab: $(STAMP)  ## open the notebooks in JupyterLab (prints the URL; LAB_IP=0.0.0.0 / LAB_PORT=... to change; root adds --allow-root)
