@@ -159,19 +159,23 @@ def train_or_reuse(nb: NotebookSettings, cfg: PiridConfig, dataset, scratch_name
                    **trainer_kwargs):
     """``(run_path, record)`` of ``cfg`` on ``dataset``. In full mode a finished run of the same config is
     reused (a CPU cannot afford to train it again in every notebook): the one ``make reproduce`` committed
-    (unless ``reuse_committed=False``), else the one this notebook committed under ``scratch_root``.
+    (unless ``reuse_committed=False``), else the one this notebook committed under ``scratch_root``; for a
+    variant without stage 2 (``pirid-1``) the stage-2 settings are not compared, since it never reads them.
     Otherwise — test mode, another config, ``PIRID_RETRAIN=1`` — a fresh training under ``scratch_root``."""
+    from ..config import STAGE2_ONLY_FIELDS
     from ..engine.trainer import Trainer
+    from ..variants import POLICIES
 
     out = nb.scratch_root / scratch_name
     candidates = [run_dir(nb.results_root, dataset.name, cfg.profile, cfg.variant, cfg.seed)] if reuse_committed else []
+    ignored = _NOT_TRAINING + (() if POLICIES[cfg.variant].has_stage2 else STAGE2_ONLY_FIELDS)
     for path in [*candidates, out]:
         if nb.is_test or os.environ.get("PIRID_RETRAIN") == "1" or not RunFiles(path).is_finished:
             continue
         record = RunFiles(path).metrics()
         # through PiridConfig, so a field added since the run was made compares at its default
-        saved = {k: v for k, v in PiridConfig.from_dict(record["config"]).to_dict().items() if k not in _NOT_TRAINING}
-        wanted = {k: v for k, v in cfg.to_dict().items() if k not in _NOT_TRAINING}
+        saved = {k: v for k, v in PiridConfig.from_dict(record["config"]).to_dict().items() if k not in ignored}
+        wanted = {k: v for k, v in cfg.to_dict().items() if k not in ignored}
         if saved == wanted:
             print(f"reusing the committed run {path.relative_to(REPO_ROOT).as_posix()} (same config and "
                   f"seed; PIRID_RETRAIN=1 trains it here)")
