@@ -131,9 +131,11 @@ def test_reproduce_plan_runs_donors_first_and_shares_their_stage1():
     for e in runs[first_recipient:]:  # every later run starts from the donor of its own seed
         assert e.stage1_from.parent == runs[e.cfg.seed].out and runs[e.cfg.seed].cfg.seed == e.cfg.seed
     assert {(e.cfg.variant, e.cfg.seed) for e in runs if e.save_features} == {("pirid-1", 0), ("pirid", 0)}
-    assert len(plan(seeds=2)) == 12
+    assert len(plan(seeds=2)) == 2 * (len(TABLE2_SEEDS) + len(TAGGED_RUNS))
     assert all(e.out.name == f"seed{e.cfg.seed}" and e.out.parent.name == e.label.split()[0] for e in runs)
-    assert not plan()[-1].cfg.camera_centring and plan()[0].cfg.camera_centring
+    assert runs[0].cfg.association == "camera-linkage" and not runs[0].cfg.camera_centring  # the cpu default
+    paper = [e.cfg for e in runs if e.tag == "paper-reading"]
+    assert all(c.association == "dbscan" and not c.camera_centring for c in paper)
 
 
 
