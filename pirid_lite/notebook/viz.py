@@ -116,7 +116,8 @@ def wrap_parts(parts, width: int | None = None, sep: str = ", ") -> str:
         return sep.join(parts)
     lines, line = [], ""
     for part in parts:
-        if line and len(line) + len(sep) + len(part) > width:
+        # room for the separator that ends the line when the next part starts a new one
+        if line and len(line) + len(sep) + len(part) + len(sep.rstrip()) > width:
             lines.append(line + sep.rstrip())
             line = part
         else:
