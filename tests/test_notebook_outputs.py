@@ -148,3 +148,40 @@ def test_linkage_scale_sweep_never_breaks_the_rule(scale):
     assert sweep[logkeys.SAME_CAMERA_PROTOTYPES].tolist() == [0]
     assert sweep[logkeys.LARGEST_PROTOTYPE].iloc[0] <= 3
     assert sweep["threshold"].iloc[0] > 0
+
+
+def _log():
+    import pandas as pd
+
+    rows = [{logkeys.EPOCH: e, logkeys.STAGE: 1 if e < 3 else 2, logkeys.LR: 3.5e-5 * e, logkeys.SECONDS: 10.0 * e,
+             **{key: 1.0 / e for key in viz.LOSS_KEYS}} for e in (1, 2, 3, 4)]
+    for row in rows[2:]:
+        row.update({logkeys.NUM_PROTOTYPES: 40, logkeys.NOISE_SHARE: 0.1, logkeys.PURITY: 0.9, logkeys.PAIRWISE_F: 0.8,
+                    logkeys.MEMORY_NN_ACCURACY: 0.5})
+    return pd.DataFrame(rows)
+
+
+def test_epoch_tables_split_the_log_into_two_narrow_tables():
+    training, prototypes = viz.epoch_tables(_log())
+    assert list(training.index) == [1, 2, 3, 4] and list(prototypes.index) == [3, 4]   # stage-2 epochs only
+    assert logkeys.LR in training and logkeys.PURITY not in training
+    assert logkeys.PURITY in prototypes and logkeys.LR not in prototypes
+    assert len(training.columns) <= 8 and len(prototypes.columns) <= 8
+    stage1_only = _log().drop(columns=[logkeys.NUM_PROTOTYPES, logkeys.NOISE_SHARE, logkeys.PURITY, logkeys.PAIRWISE_F,
+                                       logkeys.MEMORY_NN_ACCURACY])
+    assert viz.epoch_tables(stage1_only)[1].empty
+
+
+def test_association_curves_name_a_reading_whose_runs_lack_a_key():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    new = pd.DataFrame({logkeys.EPOCH: [5, 6], logkeys.PAIRWISE_F: [0.5, 0.6], logkeys.PURITY: [0.7, 0.8],
+                        logkeys.NUM_PROTOTYPES: [90, 95], logkeys.SAME_CAMERA_PROTOTYPES: [0, 0]})
+    old = new.drop(columns=[logkeys.SAME_CAMERA_PROTOTYPES])
+    fig = viz.plot_association_curves({"new": new, "old": old}, num_people=100)
+    panel = fig.axes[list(viz.ASSOCIATION_CURVES).index(logkeys.SAME_CAMERA_PROTOTYPES)]
+    assert "old: not logged" in panel.get_xlabel() and len(panel.lines) == 1
+    plt.close(fig)

@@ -1,6 +1,6 @@
 """Figures for the notebooks and the README. Every ``plot_*``/figure function returns a matplotlib Figure
-and, given ``path``, also saves it (PNG at 150 dpi; any suffix matplotlib knows). :func:`epoch_table`,
-:func:`quality_summary`, :func:`lr_schedule_text`, :func:`grouping_summary` and :func:`linkage_scale_sweep` are
+and, given ``path``, also saves it (PNG at 150 dpi; any suffix matplotlib knows). :func:`epoch_table`
+(:func:`epoch_tables`), :func:`quality_summary`, :func:`lr_schedule_text`, :func:`grouping_summary` and :func:`linkage_scale_sweep` are
 the text and tables that go with them; text meant for a notebook's output keeps its lines short
 (:func:`wrap_parts`), since JupyterLab breaks a long output line anywhere, even inside a number.
 
@@ -25,6 +25,9 @@ R1, R5, R10, MAP = logkeys.RETRIEVAL                      # logged every ``eval_
 LOSS_KEYS = tuple(logkeys.loss_key(term) for term in LOSS_TERMS)   # loss_intra, loss_inter_id, loss_triplet
 EPOCH_TABLE_COLUMNS = (logkeys.EPOCH, logkeys.STAGE, logkeys.LR, *LOSS_KEYS, *PROTOTYPE_STATS,
                        logkeys.MEMORY_NN_ACCURACY, MAP, logkeys.SECONDS)
+# epoch_tables: the same columns as two tables narrow enough for a notebook page
+TRAINING_TABLE_COLUMNS = (logkeys.EPOCH, logkeys.STAGE, logkeys.LR, *LOSS_KEYS, MAP, logkeys.SECONDS)
+PROTOTYPE_TABLE_COLUMNS = (logkeys.EPOCH, *PROTOTYPE_STATS, logkeys.MEMORY_NN_ACCURACY)
 
 # every log key a function of this module reads (a test checks that real runs write each of them)
 LOG_KEYS_READ: tuple[str, ...] = tuple(dict.fromkeys((
@@ -106,6 +109,21 @@ def epoch_table(log: "pd.DataFrame") -> "pd.DataFrame":
         else:
             table[col] = table[col].astype(float).round(3)
     return table.reset_index(drop=True)
+
+
+def epoch_tables(log: "pd.DataFrame") -> tuple["pd.DataFrame", "pd.DataFrame"]:
+    """:func:`epoch_table` as two tables indexed by epoch, each narrow enough for a notebook page (all of
+    :func:`epoch_table` in one is wider than a 1400-pixel window): the training columns (stage, lr, the loss
+    terms, mAP, seconds) and the prototype columns (prototypes, noise share, purity, pairwise F, memory NN
+    accuracy) of the epochs that formed prototypes — an empty table for a run without stage 2."""
+    table = epoch_table(log).set_index(logkeys.EPOCH)
+    training = table[[c for c in TRAINING_TABLE_COLUMNS if c in table]]
+    prototypes = table[[c for c in PROTOTYPE_TABLE_COLUMNS if c in table]]
+    if logkeys.NUM_PROTOTYPES in prototypes:
+        prototypes = prototypes[prototypes[logkeys.NUM_PROTOTYPES].notna()]
+    else:
+        prototypes = prototypes.iloc[0:0]
+    return training, prototypes
 
 
 def wrap_parts(parts, width: int | None = None, sep: str = ", ") -> str:
@@ -201,11 +219,11 @@ def plot_intra_camera_learning(log: "pd.DataFrame", path=None):
 
 def tsne_embedding(x, seed: int = 0, perplexity: float = 20.0) -> np.ndarray:
     """(n, 2) t-SNE of the rows of ``x``: scikit-learn's Barnes-Hut t-SNE with PCA initialisation and
-    ``random_state=seed``, run on one thread. The thread count matters: the Barnes-Hut gradient is summed
-    over threads in an order that depends on their number, and t-SNE amplifies the rounding difference into
-    another layout. On one thread the same rows in the same order give the same layout on every run and
-    every core count; another CPU or BLAS build can still round differently (the layout is then similar,
-    not identical)."""
+    ``random_state=seed``, on one thread, so that the core count cannot change it (its gradient runs in
+    OpenMP threads; in this environment 1, 2 and 4 threads gave the same layout, which scikit-learn does
+    not promise). The same rows in the same order give the same layout on every run; another order of the
+    same rows gives another layout (hence the sorting in :func:`plot_tsne_panels`), and another CPU or BLAS
+    build can round differently (the layout is then similar, not identical)."""
     from sklearn.manifold import TSNE
     from threadpoolctl import threadpool_limits
 

@@ -295,8 +295,9 @@ def plot_association_curves(readings: dict, num_people: int | None = None, path=
     """Per stage-2 epoch, one line per reading (``readings`` maps a name to the table of
     :func:`pirid_lite.experiments.results.prototype_quality_per_epoch`: means over seeds): pairwise F, purity,
     the number of prototypes (against ``num_people``) and the prototypes holding two IDs of one camera. A
-    key the runs did not log (runs made before it existed) leaves its panel with a note instead of a line."""
+    key a reading's runs did not log (runs made before it existed) is named under its panel instead."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(1, len(ASSOCIATION_CURVES), figsize=(4 * len(ASSOCIATION_CURVES), 3.3), squeeze=False)
     for ax, col in zip(axes[0], ASSOCIATION_CURVES):
@@ -307,14 +308,17 @@ def plot_association_curves(readings: dict, num_people: int | None = None, path=
                 ax.plot(rows[logkeys.EPOCH], rows[col], marker="o", ms=3, label=name)
                 drawn = True
         missing = [name for name, table in readings.items() if col not in table or table[col].isna().all()]
-        if missing:
-            ax.text(0.5, 0.5 if not drawn else 0.08, "not logged by the runs of\n" + "\n".join(missing),
-                    transform=ax.transAxes, ha="center", va="center", fontsize=8, color="0.4")
+        if missing and not drawn:
+            ax.text(0.5, 0.5, "not logged by these runs", transform=ax.transAxes, ha="center", va="center",
+                    fontsize=9, color="0.4")
         if col == logkeys.NUM_PROTOTYPES and num_people:
             ax.axhline(num_people, color="k", ls=":", label="people")
         if col in (logkeys.PAIRWISE_F, logkeys.PURITY):
             ax.set_ylim(0, 1.02)
-        ax.set(title=col, xlabel="epoch")
+        if col == logkeys.SAME_CAMERA_PROTOTYPES:   # a count: from 0, whole numbers
+            ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylim(-0.05 * max(1.0, ax.get_ylim()[1]), max(1.0, ax.get_ylim()[1]))
+        ax.set(title=col, xlabel="epoch" + ("".join(f"\n{name}: not logged" for name in missing) if missing else ""))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle("stage-2 prototypes per epoch, mean over seeds (F and purity: hidden truth, log only)")
