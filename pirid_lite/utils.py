@@ -42,12 +42,14 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
 
 
 def repo_relative(path: str | Path) -> str:
-    """``path`` relative to the repository when it lies inside it (the embedded synthetic data), else as
-    given: run records must not carry this machine's folders."""
-    try:  # abspath, not resolve: a symlinked data/ folder still counts as inside the repository
-        return Path(os.path.abspath(path)).relative_to(REPO_ROOT).as_posix()
-    except ValueError:
-        return str(path)
+    """``path`` relative to the repository when it lies inside it (the embedded synthetic data), or else to
+    the working folder (a second checkout that imports this one's package), else as given: run records must
+    not carry this machine's folders."""
+    absolute = Path(os.path.abspath(path))  # abspath, not resolve: a symlinked data/ folder counts as inside
+    for root in (REPO_ROOT, Path.cwd()):
+        if absolute.is_relative_to(root):
+            return absolute.relative_to(root).as_posix()
+    return str(path)
 
 
 def _atomic_write(path: Path, write) -> Path:

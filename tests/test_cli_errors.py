@@ -294,6 +294,14 @@ def test_run_records_carry_no_machine_path(finished_run):
     assert repo_relative("/elsewhere/Market-1501") == "/elsewhere/Market-1501"
 
 
+def test_a_path_in_another_checkout_is_recorded_relative_to_it(tmp_path, monkeypatch):
+    """A run started in a second checkout (a git worktree) that imports this one's package records its stage-1
+    donor relative to that checkout, not as the machine's absolute path."""
+    monkeypatch.chdir(tmp_path)
+    assert repo_relative(tmp_path / "results" / "runs" / "stage1.pt") == "results/runs/stage1.pt"
+    assert repo_relative("/elsewhere/stage1.pt") == "/elsewhere/stage1.pt"
+
+
 def test_internal_errors_still_raise(monkeypatch):
     def broken(args):
         raise KeyError("a bug")

@@ -6,7 +6,8 @@ A run (``python -m pirid_lite train``, :class:`pirid_lite.engine.trainer.Trainer
 * ``log.jsonl`` — one JSON line per finished epoch (keys: :mod:`pirid_lite.logkeys`);
 * ``checkpoint.pt`` — everything to resume, rewritten atomically after every epoch (not committed to git);
 * ``metrics.json`` — final R1/R5/R10/mAP with config and provenance; its presence means "finished";
-* ``memory_final.pt`` — the final memory bank K and the final fresh per-ID centroids (what §2.3 clusters);
+* ``memory_final.pt`` — the final memory bank K and the final fresh per-ID centroids (what §2.3 clusters),
+  stored as float16 (half the size; read back as float32);
 * ``features_{initial,final}.npz`` — test-set features before and after training (Figure 3), on request.
 
 Every write is atomic (temporary file + rename), so a killed run never leaves half a file.
@@ -140,9 +141,11 @@ class RunFiles:
 
     def write_memory_bank(self, features: torch.Tensor, label_camera: torch.Tensor,
                           fresh_centroids: torch.Tensor | None = None) -> None:
-        bank = {"features": features.cpu(), "label_camera": label_camera.cpu()}
+        """K and the fresh centroids as float16, like the saved features: the file is read by notebooks and
+        studies, never to resume (the checkpoint holds K in full precision), and the repository keeps some."""
+        bank = {"features": features.detach().cpu().half(), "label_camera": label_camera.cpu()}
         if fresh_centroids is not None:
-            bank["fresh_centroids"] = fresh_centroids.cpu()
+            bank["fresh_centroids"] = fresh_centroids.detach().cpu().half()
         atomic_torch_save(bank, self._target(MEMORY_BANK))
 
     def write_features(self, stage: str, features: torch.Tensor, pids: np.ndarray, camids: np.ndarray) -> None:
@@ -178,8 +181,12 @@ class RunFiles:
         return saved["features"], saved["pids"], saved["camids"]
 
     def memory_bank(self) -> dict[str, torch.Tensor]:
-        """``{"features": K (N, d), "label_camera": (N,)[, "fresh_centroids": (N, d)]}`` at the end."""
-        return torch.load(self._require(MEMORY_BANK, "the run has not finished"), weights_only=True)
+        """``{"features": K (N, d), "label_camera": (N,)[, "fresh_centroids": (N, d)]}`` at the end, features as
+        float32 (stored as float16)."""
+        why = ("the run has not finished, or its memory bank is not kept: the repository keeps only the banks a "
+               "notebook or study opens, see results/README.md")
+        bank = torch.load(self._require(MEMORY_BANK, why), weights_only=True)
+        return {key: value.float() if value.is_floating_point() else value for key, value in bank.items()}
 
     def fresh_centroids(self) -> torch.Tensor:
         """The final model's per-ID centroids (what ``prototype_source="fresh"`` clusters), as saved."""

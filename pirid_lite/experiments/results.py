@@ -203,6 +203,27 @@ def load_runs(results_root: str | Path = "results") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+ARCHIVE_ROOT = "results/archive"
+
+
+def archive_table(archive_root: str | Path = ARCHIVE_ROOT) -> pd.DataFrame:
+    """What each archived version measured: one row per version and run (variant[+tag]) of its ``runs/`` tree,
+    mAP and R1 as mean ± std over its seeds, and the commit(s) that made the runs (from their provenance). The
+    archive keeps these numbers, not the runs' arrays (results/archive/README.md is this table)."""
+    frames = []
+    for version in sorted(p for p in Path(archive_root).iterdir() if (p / "runs").is_dir()):
+        runs = load_runs(version)
+        runs["run"] = run_labels(runs)
+        runs["commit"] = runs["git_commit"].str[:7]
+        metrics = ("mAP", "R1")
+        table = mean_std(summarize(runs, by=("dataset", "profile", "run"), metrics=metrics), metrics=metrics)
+        table["commit"] = list(runs.groupby(["dataset", "profile", "run"], sort=False)["commit"]
+                               .agg(lambda c: ", ".join(sorted(set(c)))))
+        frames.append(table.assign(version=version.name))
+    columns = ["version", "dataset", "profile", "run", "seeds", "mAP", "R1", "commit"]
+    return pd.concat(frames, ignore_index=True)[columns]
+
+
 def saved_features_metrics(run_path: str | Path, stage: str, num_query: int) -> dict[str, float]:
     """R1/R5/R10/mAP (%) of the test features a run saved with ``save_features`` (``features_<stage>.npz``,
     stage ``initial`` = the untrained network, ``final``; query rows first, then gallery)."""
