@@ -48,7 +48,7 @@ class NotebookSettings:
 
     def describe(self) -> str:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        return (f"mode={self.mode}  dataset={self.dataset}  profile={self.profile}  device={device}  "
+        return (f"mode={self.mode}  dataset={self.dataset}  profile={self.profile}  device={device}\n"
                 f"(set PIRID_NOTEBOOK_MODE / PIRID_DATASET / PIRID_DATA_ROOT to change)")
 
 
@@ -136,18 +136,58 @@ def show_interactive(draw, **controls):
     """``draw(**defaults)`` once, or the same view with knobs: ``controls`` are ipywidgets whose ``value``
     is the default of the ``draw`` argument of that name.
 
-    In a live JupyterLab kernel (:func:`live_frontend`) it displays ``ipywidgets.interactive(draw, ...)``,
-    which draws the default view at once and redraws on every change; elsewhere (nbval, nbconvert, a
-    static render of the saved notebook) it calls ``draw`` with the defaults, so the cell always has a
-    static output. Returns None, so that a cell ending with this call shows the view once.
+    Elsewhere than in a live JupyterLab kernel (:func:`live_frontend`: nbval, nbconvert) it calls ``draw``
+    with the defaults, so the cell has the plain outputs of ``draw``. In a live kernel it shows the controls,
+    then the outputs of ``draw`` as ordinary outputs — the figure as an image, the printed text as text —
+    and redraws them in place (display ids) whenever a control changes. Saved from JupyterLab, the cell
+    therefore still holds a static figure (the last one drawn), readable outside JupyterLab, and the
+    controls leave a one-line note instead of ``interactive(children=...)``. Returns None, so that a cell
+    ending with this call shows the view once.
     """
+    defaults = {name: control.value for name, control in controls.items()}
     if not live_frontend():
-        draw(**{name: control.value for name, control in controls.items()})
+        draw(**defaults)
         return
     import ipywidgets
     from IPython.display import display
 
-    display(ipywidgets.interactive(draw, **controls))
+    box = ipywidgets.VBox(list(controls.values()))
+    bundle = {k: v for k, v in box._repr_mimebundle_().items() if k != "text/plain"}
+    bundle["text/plain"] = f"(controls: {', '.join(controls)}; they work in a live JupyterLab kernel)"
+    display(bundle, raw=True)
+    handles = [display(data, raw=True, display_id=True) for data in _drawn(draw, defaults)]
+
+    def redraw(_change):
+        drawn = _drawn(draw, {name: control.value for name, control in controls.items()})
+        extra = [d.get("text/plain", "") for d in drawn[len(handles):]]
+        for i, handle in enumerate(handles):
+            data = drawn[i] if i < len(drawn) else {"text/plain": ""}
+            if i == len(handles) - 1 and extra:          # more outputs than the first view: text joins the last
+                data = {"text/plain": "\n".join([data.get("text/plain", ""), *extra])}
+            handle.update(data, raw=True)
+
+    for control in controls.values():
+        control.observe(redraw, names="value")
+
+
+def _drawn(draw, kwargs) -> list[dict]:
+    """The outputs of ``draw(**kwargs)`` as mime bundles, in order: what it displayed (a figure it showed,
+    or left open, as PNG), then what it printed as one text output."""
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+    from IPython.utils.capture import capture_output
+
+    before = set(plt.get_fignums())
+    with capture_output(stdout=True, stderr=False, display=True) as captured:
+        draw(**kwargs)
+        for number in [n for n in plt.get_fignums() if n not in before]:   # drawn but not shown
+            figure = plt.figure(number)
+            display(figure)
+            plt.close(figure)
+    bundles = [dict(output.data) for output in captured.outputs]
+    if captured.stdout:
+        bundles.append({"text/plain": captured.stdout.rstrip("\n")})
+    return bundles
 
 
 # --------------------------------------------------------------------------- trainings
@@ -177,8 +217,8 @@ def train_or_reuse(nb: NotebookSettings, cfg: PiridConfig, dataset, scratch_name
         saved = {k: v for k, v in PiridConfig.from_dict(record["config"]).to_dict().items() if k not in ignored}
         wanted = {k: v for k, v in cfg.to_dict().items() if k not in ignored}
         if saved == wanted:
-            print(f"reusing the committed run {path.relative_to(REPO_ROOT).as_posix()} (same config and "
-                  f"seed; PIRID_RETRAIN=1 trains it here)")
+            print(f"reusing the committed run {path.relative_to(REPO_ROOT).as_posix()}\n"
+                  f"(same config and seed; PIRID_RETRAIN=1 trains it here)")
             return path, record
     trainer_kwargs.setdefault("progress", False)
     trainer_kwargs.setdefault("log", lambda line: None)
@@ -231,13 +271,13 @@ class FlopScaledEstimate:
 
     def describe(self) -> str:
         t, m = self.target, self.measured
-        return (f"GPU configuration: profile={t.profile}, {t.arch} at {t.height}x{t.width}, dataset {self.dataset} "
-                f"({self.train_images} training images), {t.epochs} epochs = {self.images_seen} training images\n"
+        return (f"GPU configuration: profile={t.profile}, {t.arch} at {t.height}x{t.width}, dataset {self.dataset}\n"
+                f"  ({self.train_images} training images), {t.epochs} epochs = {self.images_seen} training images\n"
                 f"one forward pass costs {self.flop_ratio:.1f}x the FLOPs of this run's {m.arch} at "
                 f"{m.height}x{m.width}\n"
-                f"estimate (basis: {self.measured_rate:.1f} images/s measured above on {self.measured_on}, scaled by "
-                f"the FLOP ratio): about {self.hours:.0f} h for the GPU configuration on this machine; a GPU run "
-                f"prints its own measured rate and wall time")
+                f"estimate: about {self.hours:.0f} h for the GPU configuration on this machine\n"
+                f"  (basis: {self.measured_rate:.1f} images/s measured above on {self.measured_on},\n"
+                f"  scaled by the FLOP ratio; a GPU run prints its own measured rate and wall time)")
 
 
 def flop_scaled_estimate(measured: PiridConfig, measured_rate: float, measured_on: str, profile: str = "paper",

@@ -19,7 +19,7 @@ from .viz_prototypes import (  # noqa: F401  (the prototypes' figures, under the
     ASSOCIATION_CURVES, PROTOTYPE_QUALITY_SHOWN, PROTOTYPE_STATS, GROUPING_SUMMARY_ROWS, plot_eps_sweep,
     plot_prototype_setting, plot_prototype_quality_by_setting, stage2_epochs, plot_prototype_epoch,
     prototype_members, rule_breaking_prototypes, prototype_gallery, grouping_summary, linkage_scale_sweep,
-    plot_linkage_scale, plot_association_curves, _save)
+    plot_linkage_scale, plot_association_curves, _save, FIGURE_WIDTH, panel_grid, figure_legend, integer_epochs)
 
 R1, R5, R10, MAP = logkeys.RETRIEVAL                      # logged every ``eval_every`` epochs (when > 0)
 LOSS_KEYS = tuple(logkeys.loss_key(term) for term in LOSS_TERMS)   # loss_intra, loss_inter_id, loss_triplet
@@ -144,6 +144,39 @@ def wrap_parts(parts, width: int | None = None, sep: str = ", ") -> str:
     return "\n".join(lines)
 
 
+def table_text(table: "pd.DataFrame", width: int = 110, **to_string) -> str:
+    """``table.to_string(**to_string)`` in lines of at most ``width`` characters: when the whole table is
+    wider, its columns are split into consecutive blocks, each printed with the index and separated by a
+    blank line (pandas' own ``line_width`` marks such breaks with a backslash; this keeps whole columns).
+    A single column wider than ``width`` is printed as it is."""
+    text = table.to_string(**to_string)
+    if max((len(line) for line in text.splitlines()), default=0) <= width or table.shape[1] <= 1:
+        return text
+    blocks, start = [], 0
+    while start < table.shape[1]:
+        stop = start + 1
+        while stop < table.shape[1]:
+            trial = table.iloc[:, start:stop + 1].to_string(**to_string)
+            if max(len(line) for line in trial.splitlines()) > width:
+                break
+            stop += 1
+        blocks.append(table.iloc[:, start:stop].to_string(**to_string))
+        start = stop
+    return "\n\n".join(blocks)
+
+
+def claims_markdown(claims: "pd.DataFrame") -> str:
+    """:func:`pirid_lite.experiments.results.claims` as a Markdown table: every target in full (a pandas
+    table cuts long text at ``display.max_colwidth`` with "…"), its measured value and whether it holds."""
+    def cell(value) -> str:
+        return str(value).replace("|", "\\|")
+
+    lines = ["| target | measured | holds |", "|:--|:--|:--|"]
+    lines += [f"| {cell(row.target)} | {cell(row.measured)} | {'yes' if row.holds else '**no**'} |"
+              for row in claims.itertuples(index=False)]
+    return "\n".join(lines)
+
+
 def lr_schedule_text(lrs, width: int | None = 90) -> str:
     """The learning rate of each epoch (``lrs[e]`` for 0-based epoch ``e``), with runs of equal rates collapsed
     and epochs counted from 1 as the log does: ``1: 3.5e-05, 2: 1.9e-04, 3-15: 3.5e-04, …`` (scientific
@@ -185,8 +218,8 @@ def plot_training_curves(log: "pd.DataFrame", title: str = "", path=None):
               ("retrieval (%)", [MAP, R1])]
     panels = [(name, [c for c in cols if c in log]) for name, cols in panels]
     panels = [(name, cols) for name, cols in panels if cols and log[cols].notna().any().any()]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
-    for ax, (name, cols) in zip(axes[0], panels):
+    fig, axes = panel_grid(len(panels), height=2.6)
+    for ax, (name, cols) in zip(axes, panels):
         for col in cols:
             rows = log[[logkeys.EPOCH, col]].dropna()
             ax.plot(rows[logkeys.EPOCH], rows[col], marker="o", ms=3, label=col)
@@ -195,9 +228,9 @@ def plot_training_curves(log: "pd.DataFrame", title: str = "", path=None):
             ax.axvspan(stage2.min() - 0.5, log[logkeys.EPOCH].max() + 0.5, color="0.92", zorder=0)
         ax.set_title(name)
         ax.set_xlabel("epoch")
-        ax.legend(fontsize=8)
+        integer_epochs(ax)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)   # beside, off the data
     fig.suptitle(title or "training (grey = stage 2: all three losses)")
-    fig.tight_layout()
     _save(fig, path)
     return fig
 
@@ -212,6 +245,8 @@ def plot_intra_camera_learning(log: "pd.DataFrame", path=None):
     axes[0].set(title="$L_{intra}$ (Eq. 3)", xlabel="epoch")
     axes[1].plot(log[logkeys.EPOCH], log[logkeys.INTRA_ACCURACY], marker="o", color="tab:green")
     axes[1].set(title="intra-camera ID accuracy (train batches)", xlabel="epoch", ylim=(0, 1))
+    for ax in axes:
+        integer_epochs(ax)
     fig.tight_layout()
     _save(fig, path)
     return fig
@@ -250,7 +285,8 @@ def plot_tsne_panels(panels: dict, n_identities: int = 20, seed: int = 0, path=N
     chosen = np.random.default_rng(seed).choice(candidates, size=min(n_identities, len(candidates)), replace=False)
     colours = plt.get_cmap("tab20")(np.linspace(0, 1, len(chosen)))
     markers = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "8", "d", "H"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.0), squeeze=False)
+    size = min(5.0, FIGURE_WIDTH / len(panels))
+    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size + 0.8), squeeze=False)
     for ax, (panel_title, (features, pids, camids)) in zip(axes[0], panels.items()):
         pids, camids = np.asarray(pids), np.asarray(camids)
         rows = np.flatnonzero(np.isin(pids, chosen))
@@ -264,7 +300,7 @@ def plot_tsne_panels(panels: dict, n_identities: int = 20, seed: int = 0, path=N
                 if sel.any():
                     ax.scatter(embedded[sel, 0], embedded[sel, 1], color=colours[i], marker=markers[cam % len(markers)],
                                s=28, edgecolors="k", linewidths=0.3)
-        ax.set_title(panel_title)
+        ax.set_title(panel_title, fontsize=10)
         ax.set_xticks([])
         ax.set_yticks([])
     cams = np.unique(np.concatenate([p[2] for p in panels.values()]))
@@ -272,7 +308,7 @@ def plot_tsne_panels(panels: dict, n_identities: int = 20, seed: int = 0, path=N
                for c in cams]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
     suptitle = f"t-SNE of {len(chosen)} random test identities (colour = identity, marker = camera)"
-    fig.suptitle(f"{title}\n{suptitle}" if title else suptitle)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.93 if title else 0.95))
+    fig.suptitle(f"{title}\n{suptitle}" if title else suptitle, fontsize=11)
+    fig.tight_layout(rect=(0, 0.07, 1, 0.92 if title else 0.95))
     _save(fig, path)
     return fig

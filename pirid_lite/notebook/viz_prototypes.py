@@ -15,6 +15,46 @@ PROTOTYPE_QUALITY_SHOWN = (logkeys.PURITY, logkeys.PAIRWISE_F, logkeys.NOISE_SHA
 # the per-epoch curves of notebook 03's association section (columns of results.prototype_quality_per_epoch)
 ASSOCIATION_CURVES = (logkeys.PAIRWISE_F, logkeys.PURITY, logkeys.NUM_PROTOTYPES, logkeys.SAME_CAMERA_PROTOTYPES)
 
+# Figures are drawn for a JupyterLab output area about 1,100 pixels wide (the inline backend draws 100 dpi):
+# at most FIGURE_WIDTH inches, so that they show near full size and their text stays readable; panels of
+# the same lines share one legend, below the figure, where it never covers data.
+FIGURE_WIDTH = 10.5
+
+
+def panel_grid(n: int, height: float = 2.9, max_columns: int = 2):
+    """``(fig, axes)``: ``n`` panels on a grid of at most ``max_columns`` columns, FIGURE_WIDTH inches wide,
+    ``height`` inches per row, constrained layout (room for a legend outside the axes); unused axes removed.
+    ``axes`` is the flat list of the ``n`` panels."""
+    import matplotlib.pyplot as plt
+
+    columns = max(1, min(n, max_columns))
+    rows = -(-n // columns)
+    fig, grid = plt.subplots(rows, columns, figsize=(FIGURE_WIDTH, height * rows + 0.6), squeeze=False,
+                             layout="constrained")
+    axes = list(grid.flat)
+    for ax in axes[n:]:
+        ax.remove()
+    return fig, axes[:n]
+
+
+def figure_legend(fig, axes, columns: int | None = None, fontsize: float = 9) -> None:
+    """One legend for the whole figure, under the panels (``loc="outside lower center"``: it never covers
+    data and stays put when the data change): every label of ``axes`` once, in order of appearance."""
+    seen = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    if seen:
+        fig.legend(list(seen.values()), list(seen), loc="outside lower center", fontsize=fontsize, frameon=False,
+                   ncol=columns or min(len(seen), 6))
+
+
+def integer_epochs(ax) -> None:
+    """Whole-number ticks on an epoch axis (no 2.5, 7.5)."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
 
 def plot_eps_sweep(sweep: "pd.DataFrame", paper_eps: float = 0.6, path=None):
     """Prototype statistics against DBSCAN's eps, one line per distance (``sweep`` from
@@ -22,17 +62,16 @@ def plot_eps_sweep(sweep: "pd.DataFrame", paper_eps: float = 0.6, path=None):
     import matplotlib.pyplot as plt
 
     cols = [c for c in PROTOTYPE_STATS if c in sweep]
-    fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.2), squeeze=False)
-    for ax, col in zip(axes[0], cols):
+    fig, axes = panel_grid(len(cols))
+    for ax, col in zip(axes, cols):
         for metric, rows in sweep.groupby("metric"):
             ax.plot(rows["eps"], rows[col], marker="o", ms=3, label=metric)
         if col == logkeys.NUM_PROTOTYPES and logkeys.NUM_TRUE_IDENTITIES in sweep:
             ax.axhline(sweep[logkeys.NUM_TRUE_IDENTITIES].iloc[0], color="k", ls=":", label="true identities")
-        ax.axvline(paper_eps, color="crimson", ls="--", lw=1, label="paper eps = 0.6")
+        ax.axvline(paper_eps, color="crimson", ls="--", lw=1, label=f"paper eps = {paper_eps:g}")
         ax.set_xlabel("eps")
         ax.set_title(col)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    figure_legend(fig, axes)
     _save(fig, path)
     return fig
 
@@ -51,18 +90,17 @@ def plot_prototype_setting(assignment, true_identity_per_id, sweep: "pd.DataFram
     sizes = np.bincount(assignment[assignment >= 0], minlength=num_prototypes)
     pure = np.array([len(np.unique(truth[assignment == y])) == 1 for y in range(num_prototypes)], dtype=bool)
     order = np.argsort(-sizes, kind="stable")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    fig, axes = plt.subplots(1, 2, figsize=(FIGURE_WIDTH, 3.5), layout="constrained")
     axes[0].bar(np.arange(len(order)), sizes[order], color=np.where(pure[order], "tab:green", "tab:red"), width=1.0)
     axes[0].set(title=f"{num_prototypes} prototypes by size (green: one hidden person)",
                 xlabel="prototype (largest first)", ylabel="IDs")
     curve = sweep[sweep["metric"] == distance]
     axes[1].plot(curve["eps"], curve[logkeys.PAIRWISE_F], marker="o", label="pairwise F (eps sweep)")
     axes[1].plot(curve["eps"], curve[logkeys.NOISE_SHARE], marker=".", label="noise share")
-    axes[1].axvline(eps, color="k", ls="--", lw=1)
+    axes[1].axvline(eps, color="k", ls="--", lw=1, label=f"eps = {eps:.2f}")
     axes[1].set(title=f"{distance} distance" + (" (sweep without cannot-link)" if cannot_link else ""),
                 xlabel="eps", ylim=(0, 1))
-    axes[1].legend(fontsize=8)
-    fig.tight_layout()
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)   # beside the data
     _save(fig, path)
     return fig
 
@@ -75,8 +113,8 @@ def plot_prototype_quality_by_setting(logs: "pd.DataFrame", path=None):
     cols = [c for c in PROTOTYPE_STATS if c in logs]
     stage2 = logs[logs[logkeys.STAGE] == 2].assign(setting=lambda d: d["tag"].replace("", "default"))
     stats = stage2.groupby(["setting", logkeys.EPOCH])[cols].agg(["mean", "std"])
-    fig, axes = plt.subplots(1, len(cols), figsize=(4 * len(cols), 3.2), squeeze=False)
-    for ax, col in zip(axes[0], cols):
+    fig, axes = panel_grid(len(cols))
+    for ax, col in zip(axes, cols):
         for setting, rows in stats.groupby(level="setting"):
             epochs = rows.index.get_level_values(logkeys.EPOCH)
             mean, std = rows[(col, "mean")], rows[(col, "std")].fillna(0.0)
@@ -85,9 +123,9 @@ def plot_prototype_quality_by_setting(logs: "pd.DataFrame", path=None):
         if col == logkeys.NUM_PROTOTYPES and logkeys.NUM_TRUE_IDENTITIES in stage2:
             ax.axhline(stage2[logkeys.NUM_TRUE_IDENTITIES].iloc[0], color="k", ls=":", label="true identities")
         ax.set(xlabel="epoch", title=col)
-        ax.legend(fontsize=8)
+        integer_epochs(ax)
+    figure_legend(fig, axes)
     fig.suptitle("prototypes against the hidden ground truth, per stage-2 epoch (mean ± std over seeds)")
-    fig.tight_layout()
     _save(fig, path)
     return fig
 
@@ -106,7 +144,7 @@ def plot_prototype_epoch(log: "pd.DataFrame", epoch: int, path=None):
     import matplotlib.pyplot as plt
 
     stage2 = log[log[logkeys.EPOCH].isin(stage2_epochs(log))]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.2))
+    fig, axes = plt.subplots(1, 2, figsize=(FIGURE_WIDTH, 3.6), layout="constrained")
     for col in PROTOTYPE_QUALITY_SHOWN:
         if col in stage2 and stage2[col].notna().any():
             axes[0].plot(stage2[logkeys.EPOCH], stage2[col], marker="o", ms=3, label=col)
@@ -121,10 +159,9 @@ def plot_prototype_epoch(log: "pd.DataFrame", epoch: int, path=None):
         axes[1].axhline(stage2[logkeys.NUM_TRUE_IDENTITIES].dropna().iloc[0], color="k", ls=":", label="true people")
     axes[1].set(title="number of prototypes", xlabel="epoch")
     for ax in axes:
-        ax.axvline(epoch, color="crimson", ls="--", lw=1)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-    fig.tight_layout()
+        ax.axvline(epoch, color="crimson", ls="--", lw=1, label=f"epoch {epoch}")
+        integer_epochs(ax)
+    figure_legend(fig, axes)          # under the panels: it never covers a curve, whatever the epoch
     _save(fig, path)
     return fig
 
@@ -141,7 +178,7 @@ def prototype_members(dataset, assignment, n_prototypes: int = 5, max_members: i
     first_image = {}
     for item in dataset.train:  # one image per intra-camera ID
         first_image.setdefault(item.label, item)
-    fig, axes = plt.subplots(len(chosen), max_members, figsize=(1.3 * max_members, 2.4 * len(chosen)), squeeze=False)
+    fig, axes = plt.subplots(len(chosen), max_members, figsize=(min(FIGURE_WIDTH, 1.3 * max_members), 2.4 * len(chosen)), squeeze=False)
     for row, proto in zip(axes, chosen):
         members = np.flatnonzero(assignment == proto)[:max_members]
         for ax in row:
@@ -190,7 +227,7 @@ def prototype_gallery(dataset, assignment, prototypes, true_identity_per_id, max
     rows = [np.flatnonzero(assignment == y) for y in prototypes]
     rows = [members[np.lexsort((members, label_camera[members]))] for members in rows]
     columns = max(1, min(max_members, max((len(m) for m in rows), default=1)))
-    fig, axes = plt.subplots(len(rows), columns, figsize=(1.25 * columns + 1.6, 2.5 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(min(FIGURE_WIDTH, 0.9 * columns + 1.5), 2.3 * len(rows)), squeeze=False)
     for row, proto, members in zip(axes, prototypes, rows):
         cams = label_camera[members]
         repeated = {c for c in cams.tolist() if (cams == c).sum() > 1}
@@ -270,7 +307,7 @@ def plot_linkage_scale(sweep: "pd.DataFrame", scale: float, reference: tuple[str
     dotted lines."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.3))
+    fig, axes = plt.subplots(1, 2, figsize=(FIGURE_WIDTH, 3.7), layout="constrained")
     for col, colour in ((logkeys.PAIRWISE_F, "tab:blue"), (logkeys.PURITY, "tab:green"),
                         (logkeys.NOISE_SHARE, "tab:gray")):
         axes[0].plot(sweep["scale"], sweep[col], marker="o", ms=3, color=colour, label=col)
@@ -284,9 +321,8 @@ def plot_linkage_scale(sweep: "pd.DataFrame", scale: float, reference: tuple[str
         axes[0].axhline(quality[logkeys.PAIRWISE_F], color="tab:blue", ls="--", lw=1, label=f"{name}: F")
         axes[1].axhline(quality[logkeys.NUM_PROTOTYPES], color="tab:purple", ls="--", lw=1, label=name)
     for ax in axes:
-        ax.axvline(scale, color="crimson", ls="--", lw=1)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+        ax.axvline(scale, color="crimson", ls="--", lw=1, label=f"scale {scale:g}")
+    figure_legend(fig, axes, columns=4)   # under the panels: it stays put when the slider moves
     _save(fig, path)
     return fig
 
@@ -299,8 +335,8 @@ def plot_association_curves(readings: dict, num_people: int | None = None, path=
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, len(ASSOCIATION_CURVES), figsize=(4 * len(ASSOCIATION_CURVES), 3.3), squeeze=False)
-    for ax, col in zip(axes[0], ASSOCIATION_CURVES):
+    fig, axes = panel_grid(len(ASSOCIATION_CURVES), height=3.1)
+    for ax, col in zip(axes, ASSOCIATION_CURVES):
         drawn = False
         for name, table in readings.items():
             if col in table and table[col].notna().any():
@@ -319,10 +355,9 @@ def plot_association_curves(readings: dict, num_people: int | None = None, path=
             ax.yaxis.set_major_locator(MaxNLocator(integer=True))
             ax.set_ylim(-0.05 * max(1.0, ax.get_ylim()[1]), max(1.0, ax.get_ylim()[1]))
         ax.set(title=col, xlabel="epoch" + ("".join(f"\n{name}: not logged" for name in missing) if missing else ""))
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
+        integer_epochs(ax)
+    figure_legend(fig, axes)
     fig.suptitle("stage-2 prototypes per epoch, mean over seeds (F and purity: hidden truth, log only)")
-    fig.tight_layout()
     _save(fig, path)
     return fig
 
