@@ -46,7 +46,7 @@ def figure_legend(fig, axes, columns: int | None = None, fontsize: float = 9) ->
             seen.setdefault(label, handle)
     if seen:
         fig.legend(list(seen.values()), list(seen), loc="outside lower center", fontsize=fontsize, frameon=False,
-                   ncol=columns or min(len(seen), 6))
+                   ncol=columns or min(len(seen), 7))
 
 
 def integer_epochs(ax) -> None:
@@ -145,12 +145,13 @@ def plot_prototype_epoch(log: "pd.DataFrame", epoch: int, path=None):
 
     stage2 = log[log[logkeys.EPOCH].isin(stage2_epochs(log))]
     fig, axes = plt.subplots(1, 2, figsize=(FIGURE_WIDTH, 3.6), layout="constrained")
+    colours = dict(zip(PROTOTYPE_QUALITY_SHOWN, ("tab:blue", "tab:orange", "tab:gray", "tab:green")))
     for col in PROTOTYPE_QUALITY_SHOWN:
         if col in stage2 and stage2[col].notna().any():
-            axes[0].plot(stage2[logkeys.EPOCH], stage2[col], marker="o", ms=3, label=col)
+            axes[0].plot(stage2[logkeys.EPOCH], stage2[col], marker="o", ms=3, color=colours[col], label=col)
             at = stage2.loc[stage2[logkeys.EPOCH] == epoch, col]
             if len(at):
-                axes[0].plot([epoch], at, marker="o", ms=9, mfc="none", mec="k")
+                axes[0].plot([epoch], at, marker="o", ms=9, mfc="none", mec="k", ls="")
     axes[0].set(title="prototype quality (hidden truth, log only)", xlabel="epoch", ylim=(0, 1.02))
     if len(stage2):
         axes[1].plot(stage2[logkeys.EPOCH], stage2[logkeys.NUM_PROTOTYPES], marker="o", ms=3, color="tab:purple",
