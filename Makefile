@@ -28,9 +28,14 @@ env: $(STAMP)  ## create .venv from uv.lock (torch 2.13 + torchvision 0.28, pinn
 demo: $(STAMP)  ## generate the synthetic `small` benchmark, train PIRID (cpu profile), evaluate
 	$(PY) -m pirid_lite demo --seed $(SEED)
 
+# Two pytest worker processes, one per core, each torch on one thread (OMP_NUM_THREADS=1, inherited by the
+# subprocesses tests start): on 2 cores that beats one process with two threads. loadfile keeps a file's tests
+# (and its module fixtures) on one worker; nbval needs loadscope so that a notebook's cells run in order.
+TEST_WORKERS ?= 2
 test: $(STAMP)  ## unit tests, benchmark smoke runs and every notebook under nbval
-	$(PY) -m pytest tests benchmarks -q --durations=12
-	PIRID_NOTEBOOK_MODE=test $(PY) -m pytest --nbval-lax --nbval-current-env notebooks -q -p no:cacheprovider
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests benchmarks -q -n $(TEST_WORKERS) --dist loadfile --durations=12
+	OMP_NUM_THREADS=1 PIRID_NOTEBOOK_MODE=test $(PY) -m pytest --nbval-lax --nbval-current-env notebooks -q \
+	  -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope
 
 test-fast: $(STAMP)  ## unit tests only
 	$(PY) -m pytest tests -q -m "not slow"
