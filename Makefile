@@ -19,8 +19,12 @@ $(UV):
 	$(PYTHON_BOOTSTRAP) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
+# --compile-bytecode: where PYTHONDONTWRITEBYTECODE=1 is set (as on the project's CI machines) Python never writes
+# .pyc files, so every process would compile torch, torchvision and scikit-learn again (~5 s each, and the tests
+# start dozens of processes); compiled once here, they are read by every process.
 $(STAMP): $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
+	$(PY) -m compileall -q pirid_lite benchmarks
 	@touch $(STAMP)
 
 env: $(STAMP)  ## create .venv from uv.lock (torch 2.13 + torchvision 0.28, pinned)
