@@ -88,9 +88,30 @@ def parse_field_value(key: str, text: str) -> object:
         raise UserError(f"--set {key} expects {_type_name(hints[key])}, got {text!r}") from None
 
 
+def _set_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {key: parse_field_value(key, text) for key, text in args.set or []}
+
+
 def _config_from_args(args: argparse.Namespace) -> PiridConfig:
-    overrides = {key: parse_field_value(key, text) for key, text in args.set or []}
-    return get_config(args.profile, variant=args.variant, seed=args.seed, device=args.device, **overrides)
+    return get_config(args.profile, variant=args.variant, seed=args.seed, device=args.device, **_set_overrides(args))
+
+
+def start_weights(cfg: PiridConfig, allow_random_init: bool) -> dict[str, object]:
+    """The paper's network starts from ImageNet (§2.2): with the ``paper`` profile a missing weights file is
+    a :class:`UserError` (naming the file, its folder and its URL), checked before anything is written,
+    unless ``allow_random_init``; then the runs start from random weights on purpose (the overrides
+    returned), and their provenance and table rows say "random init"."""
+    if cfg.profile != "paper" or cfg.pretrained != "imagenet":
+        return {}
+    from .method.model import missing_imagenet_weights
+    problem = missing_imagenet_weights(cfg.arch)
+    if problem is None:
+        return {}
+    if not allow_random_init:
+        raise UserError(f"--profile paper starts from ImageNet as the paper does, but {problem}; or pass "
+                        f"--allow-random-init to train from random weights (labelled 'random init')")
+    print(f"note: {problem}; --allow-random-init: starting from random weights", file=sys.stderr)
+    return {"pretrained": None}
 
 
 def _add_dataset_args(parser: argparse.ArgumentParser) -> None:
@@ -108,6 +129,7 @@ def _load_dataset(args: argparse.Namespace):
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)  # first: a bad --set fails before torch is imported
+    cfg = cfg.replace(**start_weights(cfg, args.allow_random_init))
     from . import distributed
     from .engine.runfiles import CHECKPOINT, run_dir
     from .engine.trainer import Trainer
@@ -219,8 +241,20 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .experiments.on_datasets import load_datasets, parse_data_specs, reproduce_on
     from .experiments.reproduce import reproduce
+    overrides = {"device": args.device, **_set_overrides(args)}
+    overrides.update(start_weights(get_config(args.profile, **overrides), args.allow_random_init))
+    specs = parse_data_specs(args.data or [])
+    if specs and args.generalisation:
+        raise UserError("--generalisation runs on synthetic instances of its own and takes no --data")
     _set_threads(args)
+    if specs:  # every entry checked and every real dataset read before anything trains or is written
+        datasets = load_datasets(specs)
+        if not args.prepare:
+            reproduce_on(datasets, args.out, args.profile, seeds=args.seeds, shard=args.shard, force=args.force,
+                         overrides=overrides)
+        return 0
     if args.prepare:  # what every shard reads, made once before the shards start (no two writers)
         from . import datasets
         datasets.load("small", verbose=False)
@@ -230,7 +264,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         only = tuple(v for v in args.only.split(",") if v) or None
         print(f"generalisation table: {generalise(shard=args.shard, only=only) / 'generalisation.md'}")
         return 0
-    reproduce(results_root=args.out, force=args.force, seeds=args.seeds, shard=args.shard)
+    reproduce(results_root=args.out, profile=args.profile, force=args.force, seeds=args.seeds, shard=args.shard,
+              overrides=overrides)
     return 0
 
 
@@ -256,6 +291,12 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(table.round(3).to_string())
     print(f"report written to {calibrate.write_report()}")
     return 0
+
+
+def _add_random_init_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--allow-random-init", action="store_true",
+                        help="with --profile paper: start from random weights when the ImageNet weights file is "
+                             "missing (default: refuse to start); the runs are labelled 'random init'")
 
 
 def _add_batch_args(parser: argparse.ArgumentParser) -> None:
@@ -294,6 +335,7 @@ def _add_train(sub, common) -> None:
     train.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE",
                        help="override any PiridConfig field, e.g. --set cluster_metric=cosine --set epochs=30")
     train.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+    _add_random_init_arg(train)
     train.add_argument("--stop-after-epoch", type=int, default=None, metavar="N",
                        help="stop after N epochs, as if killed there (the checkpoint resumes with --resume)")
     train.set_defaults(func=cmd_train)
@@ -331,14 +373,27 @@ def _add_demo(sub, common) -> None:
 
 def _add_reproduce(sub, common) -> None:
     rep = sub.add_parser("reproduce", parents=[common],
-                         help="run every experiment behind Tables 1-2 and results/FINDINGS.md")
-    rep.add_argument("--out", default="results", help="results root (default results)")
+                         help="run every experiment behind Tables 1-2 and results/FINDINGS.md",
+                         description="Without --data: every run behind results/tables (synthetic small). With "
+                                     "--data: PIRID-1, PIRID-2 and PIRID on each dataset, then Tables 1-2 beside "
+                                     "the paper's numbers in <out>/tables/table{1,2}_datasets.{md,tex,csv}.")
+    rep.add_argument("--data", action="append", metavar="NAME[=ROOT]",
+                     help="a dataset for Tables 1-2, repeatable: market1501=ROOT | dukemtmc=ROOT | msmt17=ROOT, or a "
+                          "synthetic preset alone: tiny | small | market. Default: today's plan on synthetic small")
+    rep.add_argument("--profile", choices=PROFILES, default="cpu",
+                     help="paper = §3.1 exactly (GPU); cpu = scaled down for 2 cores; test = seconds (default cpu)")
+    rep.add_argument("--out", default="results", help="results root (default results): runs in <out>/runs, "
+                                                       "tables in <out>/tables")
     rep.add_argument("--seeds", type=int, default=None,
                      help="seeds for every variant (default: pirid_lite.experiments.reproduce.TABLE2_SEEDS per variant)")
     rep.add_argument("--force", action="store_true", help="re-run experiments whose metrics.json exists")
+    rep.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
+    rep.add_argument("--set", action="append", type=_parse_override, metavar="KEY=VALUE",
+                     help="override a PiridConfig field of every run, as for train")
+    _add_random_init_arg(rep)
     _add_batch_args(rep)
     rep.add_argument("--prepare", action="store_true",
-                     help="only generate the benchmark, then exit "
+                     help="only generate the benchmark (with --data: check and read every dataset), then exit "
                           "(make reproduce runs this before its parallel shards)")
     rep.add_argument("--generalisation", action="store_true",
                      help="instead: the generalisation runs on instances 4 and 5 (results/generalisation)")

@@ -81,11 +81,13 @@ def write_market_tree(root: Path, style: str = "market", bad_name: bool = True) 
     return tree
 
 
-def write_msmt_tree(root: Path, version: str = "V1", bad_name: bool = True) -> FakeTree:
+def write_msmt_tree(root: Path, version: str = "V1", bad_name: bool = True,
+                    extra_train: list[tuple[int, int, int]] = ()) -> FakeTree:
     """MSMT17 layout: images in ``<pid>/`` subfolders of train/test (V1) or mask_*_v2 (V2), list files
-    ``path pid`` (MSMT pids start at 0 and pid 0 is a real person); train+val lists form the train split."""
+    ``path pid`` (MSMT pids start at 0 and pid 0 is a real person); train+val lists form the train split.
+    ``extra_train`` adds (pid, camera, images) to the train list (a tree big enough to train on)."""
     train_dir, test_dir = ("train", "test") if version == "V1" else ("mask_train_v2", "mask_test_v2")
-    msmt_train = [(0, 1, 2), (0, 14, 1), (3, 2, 2), (3, 15, 2), (5, 7, 3)]
+    msmt_train = [(0, 1, 2), (0, 14, 1), (3, 2, 2), (3, 15, 2), (5, 7, 3), *extra_train]
     msmt_val = [(6, 1, 2), (6, 2, 1)]
     msmt_query = [(0, 3, 1), (1, 4, 1), (-1, 4, 1)]
     msmt_gallery = [(0, 5, 2), (1, 3, 1), (2, 9, 2)]

@@ -25,8 +25,8 @@ _REAL: dict[str, Callable[[str | Path], ReIDDataset]] = {
 _ALIASES = {**{alias: name for name, layout in MARKET_LAYOUTS.items() for alias in (name, *layout.aliases)},
             "msmt17": "msmt17", "msmt17v1": "msmt17", "msmt17v2": "msmt17", "msmt": "msmt17"}
 
-__all__ = ["load", "ReIDDataset", "TrainItem", "TestItem", "ICSLabels", "HiddenTruth", "DatasetLayoutError",
-           "ics_relabel", "build_dataset", "load_market1501", "load_dukemtmc", "load_msmt17",
+__all__ = ["load", "canonical_name", "ReIDDataset", "TrainItem", "TestItem", "ICSLabels", "HiddenTruth",
+           "DatasetLayoutError", "ics_relabel", "build_dataset", "load_market1501", "load_dukemtmc", "load_msmt17",
            "load_synthetic", "JUNK_PID", "DISTRACTOR_PID", "DATASET_NAMES"]
 DATASET_NAMES = tuple(_REAL) + SYNTHETIC_PRESET_NAMES
 
@@ -49,19 +49,28 @@ def load_synthetic(preset, seed: int = 0, root: str | Path | None = None, name: 
                               example="0002_c1s1_000451_03.jpg")
 
 
+def canonical_name(name: str) -> str:
+    """The registered name behind ``name`` or one of its aliases (``Market-1501`` → ``market1501``;
+    ``synthetic-small`` → ``small``); :class:`UserError` for an unknown name."""
+    preset = _synthetic_preset(name)
+    if preset is not None:
+        return preset
+    key = _ALIASES.get(name.lower().replace("-", "").replace("_", "").replace(".", ""))
+    if key is None:
+        raise UserError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)} "
+                        f"(or synthetic-tiny/-small/-market)")
+    return key
+
+
 def load(name: str, root: str | Path | None = None, seed: int = 0, verbose: bool = True) -> ReIDDataset:
     """Load a dataset by name: ``market1501`` | ``dukemtmc`` | ``msmt17`` (read from ``root``: the dataset
     folder or a parent holding it; default ``data/``) or a synthetic preset ``tiny`` | ``small`` | ``market``
     (aliases ``synthetic-tiny`` …; ``seed`` picks the generated instance, ``root`` where it is written).
     ``verbose`` prints the split summary."""
-    preset = _synthetic_preset(name)
-    if preset is not None:
-        dataset = load_synthetic(preset, seed=seed, root=root)
+    key = canonical_name(name)
+    if key in SYNTHETIC_PRESET_NAMES:
+        dataset = load_synthetic(key, seed=seed, root=root)
     else:
-        key = _ALIASES.get(name.lower().replace("-", "").replace("_", "").replace(".", ""))
-        if key is None:
-            raise UserError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)} "
-                            f"(or synthetic-tiny/-small/-market)")
         dataset = _REAL[key](DEFAULT_DATA_ROOT if root is None else root)
     if verbose:
         dataset.print_summary()

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
+
+import pandas as pd
 
 from ..config import get_config
 from .runner import Experiment, run_experiments, select_shard
@@ -31,25 +33,29 @@ PAIRS_WRITTEN = (*PAIRS, (METHOD, f"{METHOD}+paper-reading"), (f"{METHOD}+paper-
 
 
 def plan(seeds: int | None = None, results_root: str | Path = "results", dataset: str = "synthetic-small",
-         profile: str = "cpu") -> list[Experiment]:
+         profile: str = "cpu", variants: Sequence[str] = VARIANT_ORDER,
+         tagged: Mapping[str, tuple[str, dict]] = TAGGED_RUNS, overrides: Mapping[str, Any] | None = None,
+         save_features: bool = True) -> list[Experiment]:
     """The experiments, in the order they run: every seed's `pirid` (the stage-1 donor) and `supervised`
     first, then the runs that start from the donor's end of stage 1 — so with shards side by side the
     donors are done before they are needed (without a donor a run trains stage 1 itself, bit for bit the
-    same). ``seeds`` overrides every variant's count. Seed 0 of pirid-1 and pirid also saves its test
-    features (Figure 3)."""
+    same). ``seeds`` overrides every variant's count; ``variants`` and ``tagged`` choose the runs (default:
+    all of Table 2 and the tagged runs); ``overrides`` set config fields of every run. With
+    ``save_features``, seed 0 of pirid-1 and pirid also saves its test features (Figure 3)."""
     counts = {variant: seeds or n for variant, n in TABLE2_SEEDS.items()}
-    donors_first = sorted(VARIANT_ORDER, key=lambda v: v not in (STAGE1_DONOR, UPPER_BOUND))
+    donors_first = sorted(variants, key=lambda v: v not in (STAGE1_DONOR, UPPER_BOUND))
     jobs = [(variant, "", {}) for variant in donors_first]
-    jobs += [(variant, tag, overrides) for tag, (variant, overrides) in TAGGED_RUNS.items()]
+    jobs += [(variant, tag, tag_overrides) for tag, (variant, tag_overrides) in tagged.items()]
     runs: list[Experiment] = []
-    for variant, tag, overrides in jobs:
+    for variant, tag, tag_overrides in jobs:
         for seed in range(counts[variant]):
             donor = run_dir(results_root, dataset, profile, STAGE1_DONOR, seed) / STAGE1_CHECKPOINT
             shares = (variant, tag) != (STAGE1_DONOR, "") and policy(variant).shares_stage1
-            runs.append(Experiment(get_config(profile, variant=variant, seed=seed, **overrides),
-                                   run_dir(results_root, dataset, profile, variant, seed, tag or None),
-                                   save_features=seed == 0 and variant in (INTRA_ONLY, METHOD) and not tag,
-                                   tag=tag, stage1_from=donor if shares else None))
+            cfg = get_config(profile, variant=variant, seed=seed, **{**(overrides or {}), **tag_overrides})
+            runs.append(Experiment(cfg, run_dir(results_root, dataset, profile, variant, seed, tag or None),
+                                   save_features=save_features and seed == 0 and variant in (INTRA_ONLY, METHOD)
+                                   and not tag,
+                                   tag=tag, stage1_from=donor if shares and STAGE1_DONOR in variants else None))
     return runs
 
 
@@ -102,13 +108,14 @@ def write_generalisation_table(results_root: str | Path = "results/generalisatio
 
 
 def reproduce(results_root: str | Path = "results", dataset_name: str = "small", profile: str = "cpu",
-              force: bool = False, seeds: int | None = None, shard: str | None = None) -> Path:
+              force: bool = False, seeds: int | None = None, shard: str | None = None,
+              overrides: Mapping[str, Any] | None = None) -> Path:
     """Run the plan (``shard="i/n"``: every n-th experiment from the i-th), then write the tables."""
     from .. import datasets
 
     results_root = Path(results_root)
     dataset = datasets.load(dataset_name, verbose=False)
-    experiments = select_shard(plan(seeds, results_root, dataset.name, profile), shard)
+    experiments = select_shard(plan(seeds, results_root, dataset.name, profile, overrides=overrides), shard)
     started = time.perf_counter()
     timings = run_experiments(experiments, dataset, force=force)
     total = time.perf_counter() - started
@@ -142,7 +149,21 @@ def write_tables(results_root: str | Path, dataset: str, profile: str, out_dir: 
         if (runs["tag"] == "paper-reading").any():
             tables["prototype_quality_paper_reading"] = prototype_quality_per_epoch(runs, METHOD, "paper-reading")
     for name, table in tables.items():
-        atomic_write_text(out / f"{name}.md", table.to_markdown(index=False, missingval="–") + "\n")
-        atomic_write_text(out / f"{name}.tex", table.to_latex(index=False, na_rep="--"))
-        atomic_write_text(out / f"{name}.csv", table.to_csv(index=False))
+        write_table_files(out, name, table)
     return {**tables, "metrics": METRIC_COLUMNS}
+
+
+def write_table_files(out: str | Path, name: str, table: pd.DataFrame, digits: int | None = None) -> Path:
+    """``table`` as ``<out>/<name>.md``, ``.tex`` and ``.csv`` (each written atomically); returns the ``.md``.
+    With ``digits``, float columns show that many decimals in Markdown and LaTeX and an empty cell (NaN) shows
+    as "–" in Markdown too."""
+    out = Path(out)
+    if digits:
+        markdown = table.astype(object).where(table.notna(), None).to_markdown(
+            index=False, missingval="–", floatfmt=f".{digits}f")
+    else:
+        markdown = table.to_markdown(index=False, missingval="–")
+    latex = table.to_latex(index=False, na_rep="--", float_format=f"%.{digits}f".__mod__ if digits else None)
+    atomic_write_text(out / f"{name}.tex", latex)
+    atomic_write_text(out / f"{name}.csv", table.to_csv(index=False))
+    return atomic_write_text(out / f"{name}.md", markdown + "\n")

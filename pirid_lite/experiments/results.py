@@ -290,3 +290,62 @@ def paper_table2() -> pd.DataFrame:
     rows = [{"method": method, "dataset": dataset, "R1": values[0], "mAP": values[1]}
             for method, per_dataset in PAPER_TABLE2.items() for dataset, values in per_dataset.items()]
     return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- Tables 1–2 on several datasets
+# The paper's column of each real dataset (Tables 1–2); a synthetic preset has none and keeps its own name.
+PAPER_COLUMNS = {"market1501": "Market1501", "dukemtmc": "DukeMTMC-ReID", "msmt17": "MSMT17"}
+TABLE2_VARIANTS = (INTRA_ONLY, ABLATION, METHOD)  # the rows of the paper's Table 2: PIRID-1, PIRID-2, PIRID
+TABLE2_METRICS = ("R1", "mAP")                    # its columns per dataset, the order of PAPER_TABLE2's pairs
+
+
+def dataset_column(dataset: str) -> str:
+    """The column of the paper's tables a dataset's runs go in: ``market1501`` → ``Market1501``; a synthetic
+    preset keeps its name (``synthetic-market``), a column the paper does not have."""
+    return PAPER_COLUMNS.get(dataset, dataset)
+
+
+def _measured_label(group: pd.DataFrame) -> str:
+    """What a measured row was measured with: dataset, profile, seeds, device and start."""
+    joined = lambda column: ", ".join(sorted(set(group[column].astype(str))))
+    seeds = len(group)
+    return (f"measured: {joined('dataset')}, {joined('profile')} profile, {seeds} seed{'s' * (seeds != 1)}, "
+            f"{joined('device')}, {joined('start')}")
+
+
+def table1_on_datasets(runs: pd.DataFrame, datasets: Iterable[str]) -> pd.DataFrame:
+    """Table 1 as the paper lays it out (a row per method, R1/R5/R10/mAP per dataset column): the published
+    rows, then one measured PIRID row per dataset in that dataset's column (mean over its seeds), labelled
+    by :func:`_measured_label`. A dataset the paper lacks gets its own columns, empty in the published rows."""
+    columns = list(dict.fromkeys([*PAPER_TABLE1[METHOD.upper()], *map(dataset_column, datasets)]))
+    cells = lambda column, values: {f"{column} {metric}": value for metric, value in zip(METRIC_COLUMNS, values)}
+    rows = [{"method": method, "source": "paper (published)",
+             **{key: value for column, values in per_dataset.items() for key, value in cells(column, values).items()}}
+            for method, per_dataset in PAPER_TABLE1.items()]
+    measured = runs[(runs["variant"] == METHOD) & (runs["tag"] == "")]
+    for dataset in datasets:
+        group = measured[measured["dataset"] == dataset]
+        if len(group):
+            means = group[list(METRIC_COLUMNS)].mean().round(2)
+            rows.append({"method": METHOD.upper(), "source": _measured_label(group),
+                         **cells(dataset_column(dataset), means)})
+    header = ["method", "source", *(f"{column} {metric}" for column in columns for metric in METRIC_COLUMNS)]
+    return pd.DataFrame(rows).reindex(columns=header)
+
+
+def table2_on_datasets(runs: pd.DataFrame, datasets: Iterable[str]) -> pd.DataFrame:
+    """Table 2 per dataset: PIRID-1, PIRID-2 and PIRID measured (mean and std over seeds), the paper's value
+    beside each (empty for a dataset the paper lacks) and the difference measured − paper per cell."""
+    rows = []
+    for dataset in datasets:
+        for variant in TABLE2_VARIANTS:
+            group = runs[(runs["dataset"] == dataset) & (runs["variant"] == variant) & (runs["tag"] == "")]
+            paper = PAPER_TABLE2[variant.upper()].get(dataset_column(dataset), (np.nan,) * len(TABLE2_METRICS))
+            row = {"dataset": dataset_column(dataset), "method": variant.upper(), "seeds": len(group),
+                   "start": ", ".join(sorted(set(group["start"]))) or np.nan}
+            for metric, published in zip(TABLE2_METRICS, paper):
+                mean = group[metric].mean()
+                row.update({metric: round(mean, 2), f"{metric} std": round(group[metric].std(), 2),
+                            f"{metric} paper": published, f"{metric} Δ": round(mean - published, 2)})
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -3,14 +3,15 @@
 An :class:`Experiment` is a config plus the folder its run goes to. :func:`run_experiments` trains the ones
 whose ``metrics.json`` does not exist yet (so an interrupted batch continues where it stopped), optionally
 only a shard of them (``"i/n"``: every n-th from the i-th, for n processes side by side), and prints one
-line per finished run: run i of n, its mAP, its time and the time left.
+line per finished run: run i of n, its mAP, its time and the time left. Runs of several datasets go in one
+batch when each experiment names its ``dataset`` and the runner is given the datasets by name.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from ..config import PiridConfig
 from ..errors import UserError
@@ -25,10 +26,12 @@ class Experiment:
     tag: str = ""
     stage1_from: Path | None = None  # another run's stage1.pt to start from, used when it exists (Trainer.fit)
     meta: dict[str, Any] = field(default_factory=dict, compare=False)
+    dataset: str = ""  # the dataset's name when a batch spans several (run_experiments is given them by name)
 
     @property
     def label(self) -> str:
-        return f"{self.cfg.variant}{'+' + self.tag if self.tag else ''} seed {self.cfg.seed}"
+        run = f"{self.cfg.variant}{'+' + self.tag if self.tag else ''} seed {self.cfg.seed}"
+        return f"{self.dataset} {run}" if self.dataset else run
 
 
 def parse_shard(shard: str | None) -> tuple[int, int]:
@@ -51,8 +54,9 @@ def select_shard(experiments: Sequence[Experiment], shard: str | None) -> list[E
 
 def run_experiments(experiments: Sequence[Experiment], dataset, *, force: bool = False,
                     print_line: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Train every experiment not finished yet (all with ``force``) on ``dataset``; returns the timings of
-    the runs trained here. The time left is the mean time of the runs so far times the runs still to do."""
+    """Train every experiment not finished yet (all with ``force``) on ``dataset`` (or, given a mapping of
+    datasets by name, on its experiment's ``dataset``); returns the timings of the runs trained here. The
+    time left is the mean time of the runs so far times the runs still to do."""
     from ..engine.trainer import Trainer
 
     todo = [e for e in experiments if force or not RunFiles(e.out).is_finished]
@@ -63,7 +67,8 @@ def run_experiments(experiments: Sequence[Experiment], dataset, *, force: bool =
     for i, exp in enumerate(todo, start=1):
         started = time.perf_counter()
         shared = exp.stage1_from if exp.stage1_from is not None and exp.stage1_from.is_file() else None
-        result = Trainer(exp.cfg, dataset, exp.out, progress=False, save_features=exp.save_features,
+        data = dataset[exp.dataset] if isinstance(dataset, Mapping) else dataset
+        result = Trainer(exp.cfg, data, exp.out, progress=False, save_features=exp.save_features,
                          log=lambda _: None).fit(stage1_from=shared)
         seconds = time.perf_counter() - started
         timings.append({"run": str(exp.out), "seconds": round(seconds, 1)})

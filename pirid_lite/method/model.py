@@ -105,6 +105,24 @@ def _cached_checkpoint(weights: torchvision.models.WeightsEnum) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(weights.url)
 
 
+def missing_imagenet_weights(arch: str) -> str | None:
+    """Why ``ReIDNet(arch, pretrained="imagenet")`` would start from random weights offline, or None.
+
+    ResNets only (MobileNetV2's weights ship in a package and never fall back): the torchvision file must be
+    in the torch hub cache, the folder ``ReIDNet._load_imagenet`` reads before it tries a download. The
+    message names the file, the folder (``$TORCH_HOME/hub/checkpoints``) and where to download it from.
+    """
+    if arch not in RESNETS:
+        return None
+    weights = _imagenet_weights(arch)
+    cached = _cached_checkpoint(weights)
+    if cached.is_file():
+        return None
+    return (f"ImageNet weights {weights} for {arch} not found: no {cached.name} in {cached.parent} (the torch hub "
+            f"cache, $TORCH_HOME/hub/checkpoints; TORCH_HOME={os.environ.get('TORCH_HOME', 'unset')}); place it "
+            f"with: curl -L --create-dirs -o {cached} {weights.url}")
+
+
 def _clean_state_dict(state: object, source: str) -> dict[str, torch.Tensor]:
     """A plain backbone state dict: unwraps ``state_dict``/``model`` entries, strips ``module.``, drops fc."""
     if isinstance(state, dict):
