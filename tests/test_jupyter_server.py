@@ -70,11 +70,13 @@ def _stop(proc: subprocess.Popen) -> None:
         pass
 
 
-@pytest.fixture
-def jupyter_server(tmp_path):
+@pytest.fixture(params=["jupyter_server"])
+def jupyter_server(request, tmp_path):
+    """A running server: ``jupyter_server`` (the REST and kernel APIs) or, parametrised indirectly,
+    ``jupyterlab`` (what ``make lab`` starts: the same APIs plus Lab's settings)."""
     port, token = _free_port(), secrets.token_hex(16)
     log = tmp_path / "server.log"
-    cmd = [sys.executable, "-m", "jupyter_server", "--no-browser", "--ServerApp.ip=127.0.0.1",
+    cmd = [sys.executable, "-m", request.param, "--no-browser", "--ServerApp.ip=127.0.0.1",
            f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
            f"--ServerApp.root_dir={NOTEBOOKS}"]
     if os.getuid() == 0:
@@ -154,3 +156,15 @@ def test_server_lists_notebooks_and_runs_a_kernel(jupyter_server):
     finally:
         server.request("DELETE", f"/api/kernels/{kernel['id']}")
     assert all(k["id"] != kernel["id"] for k in server.request("GET", "/api/kernels"))
+
+
+@pytest.mark.parametrize("jupyter_server", ["jupyterlab"], indirect=True)
+def test_lab_does_not_autosave_so_running_a_notebook_leaves_the_clone_clean(jupyter_server):
+    """``make env`` installs pirid_lite/notebook/lab_overrides.json as JupyterLab's overrides: autosave is off,
+    so Run All rewrites a notebook only when the reader saves it."""
+    plugin = jupyter_server.request("GET", "/lab/api/settings/@jupyterlab/docmanager-extension:plugin")
+    overrides = json.loads((REPO / "pirid_lite" / "notebook" / "lab_overrides.json").read_text())
+    assert overrides["@jupyterlab/docmanager-extension:plugin"] == {"autosave": False}
+    # Lab applies overrides as the schema's default (stock JupyterLab: true); no user setting may turn it back on
+    autosave = plugin["settings"].get("autosave", plugin["schema"]["properties"]["autosave"]["default"])
+    assert autosave is False, "JupyterLab autosaves: build the environment with `make env`, which installs the overrides"
