@@ -41,9 +41,11 @@ def parse_data_spec(text: str) -> DataSpec:
 
     name, sep, root = (part.strip() for part in text.partition("="))
     if not name or (sep and not root):
-        raise UserError(f"--data {text!r}: expected NAME=ROOT for a real dataset (e.g. market1501=/data/Market-1501) "
-                        f"or a synthetic preset's name alone ({', '.join(datasets.SYNTHETIC_PRESET_NAMES)})")
-    key = datasets.canonical_name(name)
+        missing = "no dataset name before '='" if not name else "no root after '='"
+        raise UserError(f"--data {text!r}: {missing}; expected NAME=ROOT for a real dataset (e.g. "
+                        f"market1501=/data/Market-1501) or a synthetic preset's name alone "
+                        f"({', '.join(datasets.SYNTHETIC_PRESET_NAMES)})")
+    key = _in_context(text, datasets.canonical_name, name)
     synthetic = key in datasets.SYNTHETIC_PRESET_NAMES
     if synthetic and root:
         raise UserError(f"--data {text!r}: {name} is a synthetic preset and takes no root (write --data {name})")
@@ -69,8 +71,18 @@ def load_datasets(specs: Sequence[DataSpec]) -> dict[str, Any]:
     a bad root stops the command before a synthetic preset is generated (the loaders' own checks)."""
     from .. import datasets
 
-    loaded = {spec: datasets.load(spec.name, root=spec.root) for spec in sorted(specs, key=lambda s: s.synthetic)}
+    loaded = {spec: _in_context(spec.text, datasets.load, spec.name, root=spec.root)
+              for spec in sorted(specs, key=lambda s: s.synthetic)}
     return {loaded[spec].name: loaded[spec] for spec in specs}
+
+
+def _in_context(text: str, function, *args, **kwargs):
+    """``function(*args, **kwargs)``; a :class:`UserError` it raises comes back on one line that starts with
+    the ``--data`` entry (a loader's expected folder tree included, its lines joined)."""
+    try:
+        return function(*args, **kwargs)
+    except UserError as error:
+        raise UserError(f"--data {text!r}: " + " ".join(str(error).split())) from error
 
 
 def plan(dataset_names: Sequence[str], results_root: str | Path, profile: str, seeds: int | None = None,
