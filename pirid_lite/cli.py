@@ -302,7 +302,8 @@ def _add_random_init_arg(parser: argparse.ArgumentParser) -> None:
 def _add_batch_args(parser: argparse.ArgumentParser) -> None:
     """What every batch of runs takes (pirid_lite.experiments.runner): shards and threads."""
     parser.add_argument("--shard", default=None, metavar="I/N",
-                        help="run every N-th experiment starting at I (run N such processes in parallel)")
+                        help="run every N-th experiment starting at I (run N such processes in parallel; with "
+                             "several GPUs one each: CUDA_VISIBLE_DEVICES=I, docs/GPU.md)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads of this process (default: torch's)")
 
 
