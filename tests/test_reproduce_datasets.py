@@ -63,6 +63,10 @@ def reproduced(trees, tmp_path_factory) -> tuple[Path, str, list[str]]:
     return out, stdout, argv
 
 
+def table_file(out: Path, name: str, suffix: str) -> Path:
+    return out / "tables" / f"{name}.{suffix}"
+
+
 def metrics_files(out: Path) -> dict[tuple[str, str], dict]:
     """(dataset, variant) → the run's metrics.json, found by walking <out>/runs."""
     records = [json.loads(path.read_text()) for path in out.glob("runs/**/metrics.json")]
@@ -81,7 +85,7 @@ def test_each_run_prints_a_line_with_the_time_left(reproduced):
 def test_table1_cells_are_the_papers_and_the_runs(reproduced):
     out, _, _ = reproduced
     runs = metrics_files(out)
-    table = pd.read_csv(out / "tables" / "table1_datasets.csv")
+    table = pd.read_csv(table_file(out, "table1_datasets", "csv"))
     published = table[table["source"] == "paper (published)"].set_index("method")
     for method, per_dataset in results.PAPER_TABLE1.items():
         for column, values in per_dataset.items():
@@ -104,7 +108,7 @@ def test_table1_cells_are_the_papers_and_the_runs(reproduced):
 def test_table2_cells_are_the_runs_beside_the_papers(reproduced):
     out, _, _ = reproduced
     runs = metrics_files(out)
-    table = pd.read_csv(out / "tables" / "table2_datasets.csv")
+    table = pd.read_csv(table_file(out, "table2_datasets", "csv"))
     assert len(table) == 9
     for _, row in table.iterrows():
         dataset = next(name for name, column in PAPER_COLUMN.items() if column == row["dataset"])
@@ -123,9 +127,9 @@ def test_tables_are_written_as_markdown_latex_and_csv(reproduced):
     out, _, _ = reproduced
     for name in ("table1_datasets", "table2_datasets"):
         assert {p.suffix for p in (out / "tables").glob(f"{name}.*")} == {".md", ".tex", ".csv"}
-    markdown = (out / "tables" / "table1_datasets.md").read_text()
+    markdown = table_file(out, "table1_datasets", "md").read_text()
     assert "| MATE     | paper (published)" in markdown and " – " in markdown and "nan" not in markdown
-    assert "\\begin{tabular}" in (out / "tables" / "table2_datasets.tex").read_text()
+    assert "\\begin{tabular}" in table_file(out, "table2_datasets", "tex").read_text()
 
 
 def test_a_second_command_reuses_every_run_and_writes_the_same_tables(reproduced):
@@ -230,5 +234,5 @@ def test_allow_random_init_trains_and_labels_the_rows_so(capsys, tmp_path, trees
     assert "--allow-random-init: starting from random weights" in capsys.readouterr().err
     record = metrics_files(out)[("market1501", "pirid")]
     assert record["config"]["pretrained"] is None and record["provenance"]["imagenet_weights"] is False
-    source = pd.read_csv(out / "tables" / "table1_datasets.csv")["source"].iloc[-1]
+    source = pd.read_csv(table_file(out, "table1_datasets", "csv"))["source"].iloc[-1]
     assert source.startswith("measured: market1501, paper profile, 1 seed") and source.endswith(", random init")
