@@ -14,7 +14,8 @@ from PIL import Image
 # The files that take longest (pytest --durations), started first: `make test` runs two xdist workers with
 # --dist loadfile, and a long file dealt last would leave one core idle while the other finishes it.
 LONGEST_FIRST = ("tests/test_distributed.py", "benchmarks/test_gpu_check.py", "benchmarks/test_benchmarks_smoke.py",
-                 "tests/test_trainer.py", "tests/test_notebook_outputs.py", "tests/test_cli_errors.py")
+                 "tests/test_trainer.py", "tests/test_notebook_outputs.py", "tests/test_cli_errors.py",
+                 "tests/test_reproduce_datasets.py")
 
 
 def pytest_collection_modifyitems(config, items):
