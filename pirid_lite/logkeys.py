@@ -11,6 +11,7 @@ STAGE = "stage"                      # 1 = L_intra only, 2 = all losses on proto
 LR = "lr"
 SAMPLED_BY = "sampled_by"            # what the P-K sampler grouped by: "intra-id" or "prototype"
 SECONDS = "seconds"                  # wall time since the run started
+STEPS_SECONDS = "steps_seconds"      # this epoch's wall time in its training steps (forward, losses, backward)
 LOSS_TOTAL = "loss_total"            # L of Eq. 7, mean over the epoch's steps
 INTRA_ACCURACY = "intra_accuracy"    # share of images whose own-camera memory row scores highest (Eq. 2)
 FALLBACK_INTRA_ONLY = "fallback_intra_only"  # a stage-2 epoch where DBSCAN found no prototype
@@ -27,6 +28,11 @@ SAME_CAMERA_PROTOTYPES = "same_camera_prototypes"  # prototypes holding two IDs 
 LARGEST_PROTOTYPE = "largest_prototype"            # IDs in the largest prototype (≤ the number of cameras if right)
 ASSOCIATION_THRESHOLD = "association_threshold"    # camera-linkage: the epoch's adaptive threshold
 TRUTH_FREE = (SAME_CAMERA_PROTOTYPES, LARGEST_PROTOTYPE)
+# stage-2 epochs: where §2.3's time goes (what grows with the number of IDs)
+FEATURE_PASS_SECONDS = "feature_pass_seconds"  # the clustering input: K's rows, or a pass over every training image
+GROUPING_SECONDS = "grouping_seconds"          # the grouping (DBSCAN or the association) on that input
+# wall times differ between two runs that are otherwise bit-identical (compare logs without them)
+WALL_TIMES = (SECONDS, STEPS_SECONDS, FEATURE_PASS_SECONDS, GROUPING_SECONDS)
 
 # stage-2 epochs: the prototypes against the hidden truth (logged only, never trained on)
 NUM_PROTOTYPES = "num_prototypes"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pirid_lite import datasets
+from pirid_lite import datasets, logkeys
 from pirid_lite.config import get_config
 from pirid_lite.errors import UserError
 from pirid_lite.engine.runfiles import CHECKPOINT, LOG, METRICS, STAGE1_CHECKPOINT
@@ -85,7 +85,7 @@ def test_stage2_from_another_variants_stage1_equals_training_from_scratch(tiny, 
         torch.testing.assert_close(_final_weights(shared)[name], tensor, rtol=0, atol=0, msg=name)
     torch.testing.assert_close(shared.memory.features, scratch.memory.features, rtol=0, atol=0)
     assert shared_result["metrics"] == scratch_result["metrics"]
-    logs = [[{k: v for k, v in json.loads(line).items() if k != "seconds"}
+    logs = [[{k: v for k, v in json.loads(line).items() if k not in logkeys.WALL_TIMES}
              for line in (tmp_path / run / LOG).read_text().splitlines()] for run in ("scratch", "shared")]
     assert logs[0] == logs[1] and len(logs[0]) == 3
     assert shared_result["provenance"]["stage1_from"].endswith(STAGE1_CHECKPOINT)

@@ -7,6 +7,7 @@ epoch itself, as §2.4 reads: in stage 2 form the prototypes (§2.3), run the st
 """
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -74,8 +75,10 @@ def train_epoch(run: EpochContext, epoch: int, on_nonfinite: Callable[[dict[str,
     record = {logkeys.EPOCH: epoch + 1, logkeys.STAGE: stage, logkeys.LR: run.state.optimizer.param_groups[0]["lr"]}
     stage2 = form_stage2(run, epoch, record) if stage == 2 else None
     loader, record[logkeys.SAMPLED_BY] = epoch_loader(run, epoch, stage2)
+    started = time.perf_counter()
     record.update(run_steps(run, loader, stage2, on_nonfinite,
                             desc=f"epoch {epoch + 1}/{run.cfg.epochs} (stage {record[logkeys.STAGE]})"))
+    record[logkeys.STEPS_SECONDS] = round(time.perf_counter() - started, 3)
     if run.ctx.world_size > 1:  # all ranks must hold the same state: check it every epoch, log the hashes
         run.state.sync_buffers()
         record[logkeys.RANK_DIGESTS] = run.ctx.check_identical(
@@ -86,7 +89,7 @@ def train_epoch(run: EpochContext, epoch: int, on_nonfinite: Callable[[dict[str,
 
 def form_stage2(run: EpochContext, epoch: int, record: dict[str, Any]) -> Stage2 | None:
     """§2.3 for this epoch, what it shows logged in ``record``; None if no prototype was formed."""
-    prototypes = prototypes_for_epoch(run)
+    prototypes = prototypes_for_epoch(run, timings=record)
     if run.ctx.is_main:
         record.update(prototype_log(prototypes, run))
     if prototypes.num_prototypes == 0:

@@ -13,10 +13,12 @@ How IDs are grouped is the variant's :class:`pirid_lite.method.groupings.Groupin
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import TYPE_CHECKING
 
 import torch
 
+from .. import logkeys
 from ..config import PiridConfig
 from ..datasets import pipeline as data_lib
 from ..datasets.tensor_pipeline import TensorTestLoader
@@ -74,15 +76,21 @@ def group_ids(bank: torch.Tensor, cfg: PiridConfig, labels: LabelSpace, dataset,
     return grouping(bank, torch.as_tensor(labels.id_group, device=bank.device), cfg, dataset)
 
 
-def prototypes_for_epoch(run: "EpochContext") -> Prototypes:
-    """§2.3: the prototypes of this stage-2 epoch (``assignment`` = S', ``centroids`` = K' init).
+def prototypes_for_epoch(run: "EpochContext", timings: dict | None = None) -> Prototypes:
+    """§2.3: the prototypes of this stage-2 epoch (``assignment`` = S', ``centroids`` = K' init); ``timings``,
+    if given, receives the wall seconds of the feature pass and of the grouping (log keys).
 
     With several processes the extraction is sharded over the ranks and gathered, the grouping runs on
     rank 0 and its result is broadcast."""
+    timings = {} if timings is None else timings
+    started = time.perf_counter()
     bank = clustering_input(run)
-    if run.ctx.world_size == 1:
-        return group_ids(bank, run.cfg, run.labels, run.dataset, run.variant)
+    timings[logkeys.FEATURE_PASS_SECONDS] = round(time.perf_counter() - started, 3)
+    started = time.perf_counter()
     prototypes = group_ids(bank, run.cfg, run.labels, run.dataset, run.variant) if run.ctx.is_main else None
+    timings[logkeys.GROUPING_SECONDS] = round(time.perf_counter() - started, 3)
+    if run.ctx.world_size == 1:
+        return prototypes
     if prototypes is not None:  # pickled tensors keep their device: send them from the CPU
         prototypes = dataclasses.replace(prototypes, assignment=prototypes.assignment.cpu(),
                                          centroids=prototypes.centroids.cpu())
