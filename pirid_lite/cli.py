@@ -241,11 +241,14 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .experiments.on_datasets import load_datasets, parse_data_specs, reproduce_on
+    from .experiments.on_datasets import load_datasets, parse_data_specs, parse_runs, reproduce_on
     from .experiments.reproduce import reproduce
     overrides = {"device": args.device, **_set_overrides(args)}
     overrides.update(start_weights(get_config(args.profile, **overrides), args.allow_random_init))
     specs = parse_data_specs(args.data or [])
+    runs = parse_runs(args.runs)
+    if args.runs and not specs:
+        raise UserError("--runs chooses the runs of --data; without --data, reproduce runs today's plan")
     if specs and args.generalisation:
         raise UserError("--generalisation runs on synthetic instances of its own and takes no --data")
     _set_threads(args)
@@ -253,7 +256,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         datasets = load_datasets(specs)
         if not args.prepare:
             reproduce_on(datasets, args.out, args.profile, seeds=args.seeds, shard=args.shard, force=args.force,
-                         overrides=overrides)
+                         overrides=overrides, runs=runs)
         return 0
     if args.prepare:  # what every shard reads, made once before the shards start (no two writers)
         from . import datasets
@@ -381,6 +384,9 @@ def _add_reproduce(sub, common) -> None:
     rep.add_argument("--data", action="append", metavar="NAME[=ROOT]",
                      help="a dataset for Tables 1-2, repeatable: market1501=ROOT | dukemtmc=ROOT | msmt17=ROOT, or a "
                           "synthetic preset alone: tiny | small | market. Default: today's plan on synthetic small")
+    rep.add_argument("--runs", default="", metavar="LABELS",
+                     help="with --data: the runs per dataset, comma-separated, among pirid-1, pirid-2, pirid and the "
+                          "tagged pirid+paper-reading, pirid+dbscan-centred (default: pirid-1,pirid-2,pirid)")
     rep.add_argument("--profile", choices=PROFILES, default="cpu",
                      help="paper = §3.1 exactly (GPU); cpu = scaled down for 2 cores; test = seconds (default cpu)")
     rep.add_argument("--out", default="results", help="results root (default results): runs in <out>/runs, "

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import UserError
-from .reproduce import plan as reproduce_plan, write_table_files
+from .reproduce import TAGGED_RUNS, plan as reproduce_plan, write_table_files
 from .results import TABLE2_VARIANTS, load_runs, table1_on_datasets, table2_on_datasets
 from .runner import Experiment, run_experiments, select_shard
 
@@ -85,12 +85,27 @@ def _in_context(text: str, function, *args, **kwargs):
         raise UserError(f"--data {text!r}: " + " ".join(str(error).split())) from error
 
 
+RUN_CHOICES = (*TABLE2_VARIANTS, *(f"{variant}+{tag}" for tag, (variant, _) in TAGGED_RUNS.items()))
+
+
+def parse_runs(text: str | None) -> tuple[str, ...]:
+    """``--runs pirid-1,pirid,pirid+paper-reading``: Table 2's variants and tagged runs
+    (:data:`pirid_lite.experiments.reproduce.TAGGED_RUNS`) by label; None or empty = Table 2's variants."""
+    labels = tuple(label.strip() for label in (text or "").split(",") if label.strip()) or TABLE2_VARIANTS
+    unknown = [label for label in labels if label not in RUN_CHOICES]
+    if unknown:
+        raise UserError(f"--runs: unknown run label(s) {', '.join(unknown)}; expected some of {', '.join(RUN_CHOICES)}")
+    return labels
+
+
 def plan(dataset_names: Sequence[str], results_root: str | Path, profile: str, seeds: int | None = None,
-         overrides: Mapping[str, Any] | None = None) -> list[Experiment]:
-    """Table 2's variants on every dataset, dataset after dataset (each one's stage-1 donors first, as
-    :func:`pirid_lite.experiments.reproduce.plan` orders them); no test features are saved."""
+         overrides: Mapping[str, Any] | None = None, runs: Sequence[str] = TABLE2_VARIANTS) -> list[Experiment]:
+    """The ``runs`` (default: Table 2's variants) on every dataset, dataset after dataset (each one's stage-1
+    donors first, as :func:`pirid_lite.experiments.reproduce.plan` orders them); no test features are saved."""
+    variants = [label for label in runs if "+" not in label]
+    tagged = {tag: TAGGED_RUNS[tag] for label in runs if "+" in label for tag in [label.partition("+")[2]]}
     return [replace(exp, dataset=name) for name in dataset_names
-            for exp in reproduce_plan(seeds, results_root, name, profile, variants=TABLE2_VARIANTS, tagged={},
+            for exp in reproduce_plan(seeds, results_root, name, profile, variants=variants, tagged=tagged,
                                       overrides=overrides, save_features=False)]
 
 
@@ -105,11 +120,11 @@ def write_tables(results_root: str | Path, experiments: Sequence[Experiment], da
 
 
 def reproduce_on(datasets: Mapping[str, Any], results_root: str | Path, profile: str, *, seeds: int | None = None,
-                 shard: str | None = None, force: bool = False, overrides: Mapping[str, Any] | None = None
-                 ) -> list[Path]:
+                 shard: str | None = None, force: bool = False, overrides: Mapping[str, Any] | None = None,
+                 runs: Sequence[str] = TABLE2_VARIANTS) -> list[Path]:
     """Train this shard's runs of :func:`plan` not finished yet, then write Tables 1–2 of every finished
     run of the plan to ``<results_root>/tables``."""
-    everything = plan(list(datasets), results_root, profile, seeds, overrides)
+    everything = plan(list(datasets), results_root, profile, seeds, overrides, runs)
     mine = select_shard(everything, shard)
     timings = run_experiments(mine, datasets, force=force)
     written = write_tables(results_root, everything, list(datasets), Path(results_root) / "tables")

@@ -68,8 +68,9 @@ def run_experiments(experiments: Sequence[Experiment], dataset, *, force: bool =
         started = time.perf_counter()
         shared = exp.stage1_from if exp.stage1_from is not None and exp.stage1_from.is_file() else None
         data = dataset[exp.dataset] if isinstance(dataset, Mapping) else dataset
+        # an interrupted run continues from its last finished epoch (its checkpoint), unless forced afresh
         result = Trainer(exp.cfg, data, exp.out, progress=False, save_features=exp.save_features,
-                         log=lambda _: None).fit(stage1_from=shared)
+                         log=lambda _: None).fit(resume=not force, stage1_from=shared)
         seconds = time.perf_counter() - started
         timings.append({"run": str(exp.out), "seconds": round(seconds, 1)})
         left = sum(t["seconds"] for t in timings) / i * (len(todo) - i)
