@@ -3,10 +3,15 @@
 ``PIRID_NOTEBOOK_MODE``: ``full`` (default; what the committed outputs show) or ``test`` (what
 ``make test`` uses: the ``test`` profile, fewer epochs, runs written to a temporary folder).
 ``PIRID_DATASET`` / ``PIRID_DATA_ROOT``: a real dataset instead of the synthetic ``small`` benchmark.
+``PIRID_RESULTS``: the results folder the notebooks read (``results_root``: runs under ``runs/``; a relative
+path from the repository root), default the repository's ``results/``; e.g. the ``--out`` of
+``python -m pirid_lite reproduce --data NAME=ROOT …``, whose Tables 1–2 notebook 06 then shows. It must be an
+existing folder.
 On a CUDA machine the full-training notebook switches to the ``paper`` profile.
 ``PIRID_WRITE_FIGURES=1`` (set by ``make notebooks``): the files a notebook makes — Figure 3, the table
-export — go to the tracked ``results/figures/`` and ``results/tables/``; without it to the ignored scratch
-folder (:func:`output_dir`), so that Run All in JupyterLab leaves the repository as it was.
+export — go to the tracked ``results/figures/`` and ``results/tables/`` (those of ``PIRID_RESULTS`` when it
+is set); without it to the ignored scratch folder (:func:`output_dir`), so that Run All in JupyterLab leaves
+the repository as it was.
 
 Also here: :func:`load_dataset` (the notebook's dataset, a synthetic one generated quietly on first use),
 :func:`show_interactive` (a view with knobs in JupyterLab, the default view elsewhere), :func:`train_or_reuse`
@@ -27,6 +32,8 @@ from ..engine.runfiles import RunFiles, run_dir
 from ..utils import REPO_ROOT
 
 MODES = ("full", "test")
+RESULTS = "PIRID_RESULTS"               # the results folder the notebooks read; default DEFAULT_RESULTS
+DEFAULT_RESULTS = REPO_ROOT / "results"
 WRITE_TRACKED = "PIRID_WRITE_FIGURES"   # "1": notebooks write their figures and tables into the tracked results/
 
 
@@ -36,7 +43,7 @@ class NotebookSettings:
     dataset: str
     data_root: str | None
     profile: str
-    results_root: Path      # committed results (read by the figure/table notebooks)
+    results_root: Path      # results read by the figure/table notebooks: PIRID_RESULTS, default results/
     scratch_root: Path      # where notebook trainings write (results/notebooks, or a temp dir in test mode)
 
     @property
@@ -48,8 +55,11 @@ class NotebookSettings:
 
     def describe(self) -> str:
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        return (f"mode={self.mode}  dataset={self.dataset}  profile={self.profile}  device={device}\n"
+        text = (f"mode={self.mode}  dataset={self.dataset}  profile={self.profile}  device={device}\n"
                 f"(set PIRID_NOTEBOOK_MODE / PIRID_DATASET / PIRID_DATA_ROOT to change)")
+        if Path(self.results_root).resolve() != DEFAULT_RESULTS.resolve():   # only when PIRID_RESULTS moved it
+            text += f"\nresults read from {shown_folder(self.results_root)} ({RESULTS})"
+        return text
 
 
 def settings(gpu_profile: str = "cpu", gpu_dataset: str | None = None) -> NotebookSettings:
@@ -70,7 +80,30 @@ def settings(gpu_profile: str = "cpu", gpu_dataset: str | None = None) -> Notebo
         default_dataset = gpu_dataset
     return NotebookSettings(mode=mode, dataset=os.environ.get("PIRID_DATASET", default_dataset),
                             data_root=os.environ.get("PIRID_DATA_ROOT"), profile=profile,
-                            results_root=REPO_ROOT / "results", scratch_root=scratch)
+                            results_root=results_root(), scratch_root=scratch)
+
+
+def results_root() -> Path:
+    """The folder named by ``PIRID_RESULTS`` (``~`` expanded; a relative one from the repository root, where
+    ``reproduce --out`` is typed, not from the kernel's ``notebooks/``), else the repository's ``results/``;
+    a ValueError naming the variable and the path if it is not an existing folder."""
+    value = os.environ.get(RESULTS, "").strip()
+    if not value:
+        return DEFAULT_RESULTS
+    folder = (REPO_ROOT / Path(value).expanduser()).resolve()     # an absolute path stays as it is
+    if not folder.is_dir():
+        raise ValueError(f"{RESULTS}={value!r}: {folder} is not an existing folder; set it to the --out folder of "
+                         f"'python -m pirid_lite reproduce' (the one holding runs/), or unset it for results/")
+    return folder
+
+
+def shown_folder(path) -> str:
+    """A folder the reader chose (``PIRID_RESULTS``) as a notebook prints it: repository-relative, else
+    absolute (never in a committed output, which reads the repository's ``results/``)."""
+    try:
+        return Path(path).resolve().relative_to(REPO_ROOT.resolve()).as_posix()
+    except ValueError:
+        return str(Path(path).resolve())
 
 
 def output_dir(nb: NotebookSettings, name: str) -> Path:
