@@ -19,15 +19,15 @@ $(UV):
 	$(PYTHON_BOOTSTRAP) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
-# --compile-bytecode: where PYTHONDONTWRITEBYTECODE=1 is set (as on the project's CI machines) Python never writes
+# compileall (one process per core): where PYTHONDONTWRITEBYTECODE=1 is set (as on the project's CI machines) Python never writes
 # .pyc files, so every process would compile torch, torchvision and scikit-learn again (~5 s each, and the tests
 # start dozens of processes); compiled once here, they are read by every process.
 # JupyterLab reads <sys-prefix>/share/jupyter/lab/settings/overrides.json: autosave off (and no news pop-up), so that opening and
 # running a notebook in `make lab` leaves the clone as it was unless the reader saves (Ctrl-S) on purpose.
 LAB_OVERRIDES    := pirid_lite/notebook/lab_overrides.json
 $(STAMP): $(UV) pyproject.toml uv.lock $(LAB_OVERRIDES)
-	$(UV) sync --frozen --compile-bytecode
-	$(PY) -m compileall -q pirid_lite benchmarks
+	$(UV) sync --frozen
+	$(PY) -m compileall -q -j 0 -x '/torch/testing/_internal/py31[2-9]_' $(VENV)/lib pirid_lite benchmarks
 	install -D -m 644 $(LAB_OVERRIDES) $(VENV)/share/jupyter/lab/settings/overrides.json
 	@touch $(STAMP)
 
