@@ -19,17 +19,22 @@ $(UV):
 	$(PYTHON_BOOTSTRAP) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet uv==$(UV_VERSION)
 
-# compileall (one process per core): where PYTHONDONTWRITEBYTECODE=1 is set (as on the project's CI machines) Python never writes
-# .pyc files, so every process would compile torch, torchvision and scikit-learn again (~5 s each, and the tests
-# start dozens of processes); compiled once here, they are read by every process.
-# JupyterLab reads <sys-prefix>/share/jupyter/lab/settings/overrides.json: autosave off (and no news pop-up), so that opening and
-# running a notebook in `make lab` leaves the clone as it was unless the reader saves (Ctrl-S) on purpose.
+# JupyterLab reads <sys-prefix>/share/jupyter/lab/settings/overrides.json: autosave off (and no news pop-up), so
+# that opening and running a notebook in `make lab` leaves the clone as it was unless the reader saves on purpose.
 LAB_OVERRIDES    := pirid_lite/notebook/lab_overrides.json
 $(STAMP): $(UV) pyproject.toml uv.lock $(LAB_OVERRIDES)
 	$(UV) sync --frozen
-	$(PY) -m compileall -q -j 0 -x '/torch/testing/_internal/py31[2-9]_' $(VENV)/lib pirid_lite benchmarks
 	install -D -m 644 $(LAB_OVERRIDES) $(VENV)/share/jupyter/lab/settings/overrides.json
 	@touch $(STAMP)
+
+# Bytecode for `make test`: where PYTHONDONTWRITEBYTECODE=1 is set (as on the project's CI machines) Python never
+# writes .pyc files, so each of the dozens of processes the tests start would compile torch, scipy, sympy and
+# scikit-learn again (~5 s each); compiled once here (~25 s on both cores), every process reads them. `make demo`
+# (one process) skips it.
+PYC_STAMP        := $(VENV)/.compiled
+$(PYC_STAMP): $(STAMP)
+	$(PY) -m compileall -q -j 0 -x '/torch/testing/_internal/py31[2-9]_' $(VENV)/lib pirid_lite benchmarks
+	@touch $(PYC_STAMP)
 
 env: $(STAMP)  ## create .venv from uv.lock (torch 2.13 + torchvision 0.28, pinned)
 
@@ -40,7 +45,7 @@ demo: $(STAMP)  ## generate the synthetic `small` benchmark, train PIRID (cpu pr
 # subprocesses tests start): on 2 cores that beats one process with two threads. loadfile keeps a file's tests
 # (and its module fixtures) on one worker; nbval needs loadscope so that a notebook's cells run in order.
 TEST_WORKERS ?= 2
-test: $(STAMP)  ## unit tests, benchmark smoke runs and every notebook under nbval
+test: $(STAMP) $(PYC_STAMP)  ## unit tests, benchmark smoke runs and every notebook under nbval
 	OMP_NUM_THREADS=1 $(PY) -m pytest tests benchmarks -q -n $(TEST_WORKERS) --dist loadfile --durations=12
 	OMP_NUM_THREADS=1 PIRID_NOTEBOOK_MODE=test $(PY) -m pytest --nbval-lax --nbval-current-env notebooks -q \
 	  -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope
