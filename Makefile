@@ -41,19 +41,14 @@ env: $(STAMP)  ## create .venv from uv.lock (torch 2.13 + torchvision 0.28, pinn
 demo: $(STAMP)  ## generate the synthetic `small` benchmark, train PIRID (cpu profile), evaluate
 	$(PY) -m pirid_lite demo --seed $(SEED)
 
-# The unit tests on two pytest workers (pytest-xdist; loadfile keeps a file's tests and its module fixtures on
-# one worker), and the notebooks under nbval beside them in a third process, its report printed after theirs:
-# every process runs torch on one thread (OMP_NUM_THREADS=1, inherited by the subprocesses tests start), and
-# three processes fill the moments one of them waits (a kernel or a torchrun launch starting, a timeout).
+# Two pytest worker processes, one per core, each torch on one thread (OMP_NUM_THREADS=1, inherited by the
+# subprocesses tests start): on 2 cores that beats one process with two threads. loadfile keeps a file's tests
+# (and its module fixtures) on one worker; nbval needs loadscope so that a notebook's cells run in order.
 TEST_WORKERS ?= 2
-NOTEBOOK_LOG     := $(VENV)/notebooks-test.log
 test: $(STAMP) $(PYC_STAMP)  ## unit tests, benchmark smoke runs and every notebook under nbval
-	@OMP_NUM_THREADS=1 PIRID_NOTEBOOK_MODE=test $(PY) -m pytest --nbval-lax --nbval-current-env notebooks -q \
-	  -p no:cacheprovider > $(NOTEBOOK_LOG) 2>&1 & notebooks=$$!; \
-	OMP_NUM_THREADS=1 $(PY) -m pytest tests benchmarks -q -n $(TEST_WORKERS) --dist loadfile --durations=12; \
-	units=$$?; wait $$notebooks; nbval=$$?; \
-	echo "--- notebooks under nbval (PIRID_NOTEBOOK_MODE=test):"; cat $(NOTEBOOK_LOG); \
-	exit $$(( units || nbval ))
+	OMP_NUM_THREADS=1 $(PY) -m pytest tests benchmarks -q -n $(TEST_WORKERS) --dist loadfile --durations=12
+	OMP_NUM_THREADS=1 PIRID_NOTEBOOK_MODE=test $(PY) -m pytest --nbval-lax --nbval-current-env notebooks -q \
+	  -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope
 
 test-fast: $(STAMP)  ## unit tests only
 	$(PY) -m pytest tests -q -m "not slow"
