@@ -103,7 +103,8 @@ def plan(dataset_names: Sequence[str], results_root: str | Path, profile: str, s
     """The ``runs`` (default: Table 2's variants) on every dataset, dataset after dataset (each one's stage-1
     donors first, as :func:`pirid_lite.experiments.reproduce.plan` orders them); no test features are saved."""
     variants = [label for label in runs if "+" not in label]
-    tagged = {tag: TAGGED_RUNS[tag] for label in runs if "+" in label for tag in [label.partition("+")[2]]}
+    tags = [label.partition("+")[2] for label in runs if "+" in label]
+    tagged = {tag: TAGGED_RUNS[tag] for tag in tags}
     return [replace(exp, dataset=name) for name in dataset_names
             for exp in reproduce_plan(seeds, results_root, name, profile, variants=variants, tagged=tagged,
                                       overrides=overrides, save_features=False)]

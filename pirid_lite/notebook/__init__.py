@@ -100,10 +100,7 @@ def results_root() -> Path:
 def shown_folder(path) -> str:
     """A folder the reader chose (``PIRID_RESULTS``) as a notebook prints it: repository-relative, else
     absolute (never in a committed output, which reads the repository's ``results/``)."""
-    try:
-        return Path(path).resolve().relative_to(REPO_ROOT.resolve()).as_posix()
-    except ValueError:
-        return str(Path(path).resolve())
+    return _in_repository(path) or str(Path(path).resolve())
 
 
 def output_dir(nb: NotebookSettings, name: str) -> Path:
@@ -117,13 +114,16 @@ def output_dir(nb: NotebookSettings, name: str) -> Path:
     return folder
 
 
+def _in_repository(path) -> str | None:
+    """``path`` relative to the repository, or None when it lies outside it."""
+    resolved, root = Path(path).resolve(), REPO_ROOT.resolve()
+    return resolved.relative_to(root).as_posix() if resolved.is_relative_to(root) else None
+
+
 def shown_path(path) -> str:
     """``path`` as a notebook prints it: relative to the repository, or "a temporary folder" outside it
     (test mode), so that the printed line is the same on every machine."""
-    try:
-        return Path(path).resolve().relative_to(REPO_ROOT.resolve()).as_posix()
-    except ValueError:
-        return "a temporary folder"
+    return _in_repository(path) or "a temporary folder"
 
 
 def load_dataset(name: str, root: str | Path | None = None, seed: int = 0):
