@@ -22,13 +22,14 @@ from .variants import POLICIES, VARIANTS
 ICS_VARIANTS = tuple(name for name, p in POLICIES.items() if not p.reads_truth)  # never train on hidden truth
 PROFILES = ("paper", "cpu", "test")
 METRICS = ("cosine", "jaccard", "jaccard-camera")
-STAGE2_SAMPLING = ("intra-id", "prototype")
+STAGE2_SAMPLING = ("intra-id", "prototype", "reliable-prototype")
 PROTOTYPE_SOURCES = ("memory", "fresh")
 INPUT_PIPELINES = ("auto", "dataloader", "tensor")
 # Fields read only in stage 2 (§2.3 prototypes, Eq. 4-5): runs that differ only in these share stage 1.
 STAGE2_ONLY_FIELDS = ("dbscan_eps", "dbscan_min_samples", "cluster_metric", "jaccard_k1", "jaccard_k2",
                       "camera_centring", "cannot_link", "prototype_source", "triplet_margin", "stage2_sampling",
-                      "association", "linkage_scale", "linkage_metric", "inter_id_weight", "triplet_weight")
+                      "association", "linkage_scale", "linkage_metric", "inter_id_weight", "triplet_weight",
+                      "min_jaccard_eps", "reliability_margin")
 
 
 @dataclass
@@ -86,6 +87,7 @@ class PiridConfig:
                                          # "camera-linkage" never groups two IDs of one camera (beyond the paper)
     linkage_scale: float = 2.0           # camera-linkage threshold = scale × median cross-camera NN distance
     linkage_metric: str = "cosine"       # the distance camera-linkage groups on
+    min_jaccard_eps: float = 0.4         # association="min-jaccard" (the peers'): edge below this image Jaccard
     dbscan_eps: float = 0.6
     dbscan_min_samples: int = 2          # unstated; 2 = an ID seen in two cameras can form a prototype
     cluster_metric: str = "jaccard"      # "cosine" or "jaccard" (k-reciprocal); default chosen by measurement
@@ -102,7 +104,10 @@ class PiridConfig:
     intra_weight: float = 1.0            # Eq. 7 weighs every term 1 (pirid_lite.method.losses.build_loss_recipe)
     inter_id_weight: float = 1.0
     triplet_weight: float = 1.0
-    stage2_sampling: str = "intra-id"    # "intra-id" (as stage 1) or "prototype" (cross-camera positives)
+    stage2_sampling: str = "intra-id"    # "intra-id" (as stage 1), "prototype" (cross-camera positives) or
+                                         # "reliable-prototype": by prototype only where it is reliable
+                                         # (pirid_lite.method.reliability), by intra-camera ID elsewhere
+    reliability_margin: float = 0.2      # reliable = formed unchanged at (1 ∓ margin) × the grouping's threshold
 
     # --- evaluation (docs/DESIGN.md §3)
     eval_flip: bool = False
@@ -129,6 +134,8 @@ class PiridConfig:
         check(self.association in associations(),
               f"association={self.association!r}, expected one of {associations()}")
         check(self.linkage_scale > 0, f"linkage_scale={self.linkage_scale}, expected > 0")
+        check(self.min_jaccard_eps > 0, f"min_jaccard_eps={self.min_jaccard_eps}, expected > 0")
+        check(0 < self.reliability_margin < 1, f"reliability_margin={self.reliability_margin}, expected in (0, 1)")
         check(self.linkage_metric in METRICS, f"linkage_metric={self.linkage_metric!r}, expected one of {METRICS}")
         check(self.cluster_metric in METRICS, f"cluster_metric={self.cluster_metric!r}, expected one of {METRICS}")
         check(self.stage2_sampling in STAGE2_SAMPLING,

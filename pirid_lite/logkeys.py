@@ -9,7 +9,7 @@ from __future__ import annotations
 EPOCH = "epoch"
 STAGE = "stage"                      # 1 = L_intra only, 2 = all losses on prototypes (§2.4)
 LR = "lr"
-SAMPLED_BY = "sampled_by"            # what the P-K sampler grouped by: "intra-id" or "prototype"
+SAMPLED_BY = "sampled_by"            # what the P-K sampler grouped by: "intra-id", "prototype" or "reliable-prototype"
 SECONDS = "seconds"                  # wall time since the run started
 STEPS_SECONDS = "steps_seconds"      # this epoch's wall time in its training steps (forward, losses, backward)
 LOSS_TOTAL = "loss_total"            # L of Eq. 7, mean over the epoch's steps
@@ -28,6 +28,10 @@ SAME_CAMERA_PROTOTYPES = "same_camera_prototypes"  # prototypes holding two IDs 
 LARGEST_PROTOTYPE = "largest_prototype"            # IDs in the largest prototype (≤ the number of cameras if right)
 ASSOCIATION_THRESHOLD = "association_threshold"    # camera-linkage: the epoch's adaptive threshold
 TRUTH_FREE = (SAME_CAMERA_PROTOTYPES, LARGEST_PROTOTYPE)
+# stage-2 epochs that sample by prototype (stage2_sampling "prototype" or "reliable-prototype")
+PROTOTYPE_SAMPLED_SHARE = "prototype_sampled_share"  # share of training images the P-K sampler draws by prototype
+RELIABLE_SHARE = "reliable_share"                    # share of prototypes trusted (truth-free; 1 under "prototype")
+SAMPLING_PRECISION = "sampling_precision"            # hidden truth, logged only: pairwise precision of those prototypes
 # stage-2 epochs: where §2.3's time goes (what grows with the number of IDs)
 FEATURE_PASS_SECONDS = "feature_pass_seconds"  # the clustering input: K's rows, or a pass over every training image
 GROUPING_SECONDS = "grouping_seconds"          # the grouping (DBSCAN or the association) on that input

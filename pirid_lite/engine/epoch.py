@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from .. import logkeys
@@ -23,7 +24,7 @@ from ..method.memory import IntraCameraMemory, PrototypeMemory
 from ..method.prototypes import Prototypes, prototype_quality
 from ..variants import LabelSpace, VariantPolicy, policy
 from .epoch_prototypes import prototypes_for_epoch, sharded_train_features
-from .training import Stage2, TrainingState, epoch_loader, load_train_images, run_steps
+from .training import Stage2, TrainingState, epoch_loader, load_train_images, run_steps, stage2_sampling_labels
 
 
 @dataclass
@@ -98,9 +99,29 @@ def form_stage2(run: EpochContext, epoch: int, record: dict[str, Any]) -> Stage2
         record[logkeys.STAGE], record[logkeys.FALLBACK_INTRA_ONLY] = 1, True
         return None
     cfg = run.cfg
-    return Stage2(prototypes.assignment.to(run.device),
-                  PrototypeMemory(prototypes.centroids.to(run.device), cfg.memory_momentum, cfg.temperature,
-                                  cfg.memory_renormalize))
+    stage2 = Stage2(prototypes.assignment.to(run.device),
+                    PrototypeMemory(prototypes.centroids.to(run.device), cfg.memory_momentum, cfg.temperature,
+                                    cfg.memory_renormalize), prototypes.reliable)
+    if run.ctx.is_main and cfg.stage2_sampling != "intra-id":
+        record.update(sampling_log(stage2, run))
+    return stage2
+
+
+def sampling_log(stage2: Stage2, run: EpochContext) -> dict[str, Any]:
+    """What a stage-2 epoch that samples by prototype logs: the share of training images drawn by prototype and
+    the share of prototypes trusted (truth-free), and — against the hidden truth, logged only — the pairwise
+    precision of the prototypes the batches were drawn by (the merges the triplet term takes as positives)."""
+    assignment = stage2.assignment.cpu().numpy()
+    by_label = stage2_sampling_labels(run.cfg, run.labels, stage2)
+    num = int(assignment.max()) + 1 if len(assignment) and assignment.max() >= 0 else 0
+    trusted = np.ones(num, dtype=bool) if stage2.reliable is None else stage2.reliable.numpy().astype(bool)
+    used = np.where((assignment >= 0) & trusted[np.maximum(assignment, 0)], assignment, -1)
+    record = {logkeys.PROTOTYPE_SAMPLED_SHARE: float(np.mean((by_label >= 0) & (by_label < num))),
+              logkeys.RELIABLE_SHARE: float(trusted.mean()) if num else float("nan")}
+    if not run.variant.label_space.reads_truth:
+        truth = run.dataset.hidden_truth.reveal_per_label(reason="sampling diagnostics (log only)")
+        record[logkeys.SAMPLING_PRECISION] = prototype_quality(used, truth)[logkeys.PAIRWISE_PRECISION]
+    return record
 
 
 def prototype_log(prototypes: Prototypes, run: EpochContext) -> dict[str, Any]:

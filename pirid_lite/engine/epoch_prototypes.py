@@ -24,6 +24,7 @@ from ..datasets import pipeline as data_lib
 from ..datasets.tensor_pipeline import TensorTestLoader
 from ..distributed import SINGLE_PROCESS, DistributedContext
 from ..evaluation.evaluate import extract_features
+from ..method.groupings import ImageFeatures, reliability, resolved
 from ..method.memory import id_centroids
 from ..method.prototypes import Prototypes
 from ..variants import LabelSpace, VariantPolicy, policy
@@ -58,22 +59,30 @@ def fresh_centroids(features: torch.Tensor, labels: LabelSpace) -> torch.Tensor:
     return id_centroids(features, torch.as_tensor(labels.image_labels, device=features.device), labels.num_ids)
 
 
-def clustering_input(run: "EpochContext") -> torch.Tensor:
-    """What §2.3 clusters this epoch: K's rows or the fresh per-ID centroids (``cfg.prototype_source``)."""
-    if run.cfg.prototype_source == "fresh":
-        return fresh_centroids(run.train_features(), run.labels)
-    return run.memory.features.detach()
+def clustering_input(run: "EpochContext") -> tuple[torch.Tensor, ImageFeatures | None]:
+    """What §2.3 clusters this epoch: K's rows or the fresh per-ID centroids (``cfg.prototype_source``), and
+    the training images' features when the grouping reads images (one feature pass serves both)."""
+    needs_images = resolved(run.variant.grouping, run.cfg).needs_images
+    features = run.train_features() if run.cfg.prototype_source == "fresh" or needs_images else None
+    bank = fresh_centroids(features, run.labels) if run.cfg.prototype_source == "fresh" else run.memory.features.detach()
+    return bank, ImageFeatures(features, run.image_labels) if needs_images else None
 
 
 def group_ids(bank: torch.Tensor, cfg: PiridConfig, labels: LabelSpace, dataset,
-              variant: VariantPolicy | None = None) -> Prototypes:
+              variant: VariantPolicy | None = None, images: ImageFeatures | None = None) -> Prototypes:
     """The variant's grouping (:mod:`pirid_lite.method.groupings`) of the N rows of ``bank`` into
-    prototypes (K' starts at their centroids). ``variant`` defaults to ``cfg.variant``'s policy; a notebook
-    calls this with a run's config to see exactly what that run's stage 2 formed."""
+    prototypes (K' starts at their centroids); with ``cfg.stage2_sampling="reliable-prototype"`` also which
+    of them are reliable (``Prototypes.reliable``). ``variant`` defaults to ``cfg.variant``'s policy; a
+    notebook calls this with a run's config to see exactly what that run's stage 2 formed."""
     grouping = (variant or policy(cfg.variant)).grouping
     if grouping is None:
         raise ValueError(f"variant {cfg.variant!r} has no stage 2, so it forms no prototypes")
-    return grouping(bank, torch.as_tensor(labels.id_group, device=bank.device), cfg, dataset)
+    cameras = torch.as_tensor(labels.id_group, device=bank.device)
+    prototypes = grouping(bank, cameras, cfg, dataset, images)
+    if cfg.stage2_sampling != "reliable-prototype":
+        return prototypes
+    return dataclasses.replace(prototypes, reliable=torch.as_tensor(
+        reliability(grouping, prototypes, bank, cameras, cfg, dataset, images)))
 
 
 def prototypes_for_epoch(run: "EpochContext", timings: dict | None = None) -> Prototypes:
@@ -84,14 +93,15 @@ def prototypes_for_epoch(run: "EpochContext", timings: dict | None = None) -> Pr
     rank 0 and its result is broadcast."""
     timings = {} if timings is None else timings
     started = time.perf_counter()
-    bank = clustering_input(run)
+    bank, images = clustering_input(run)
     timings[logkeys.FEATURE_PASS_SECONDS] = round(time.perf_counter() - started, 3)
     started = time.perf_counter()
-    prototypes = group_ids(bank, run.cfg, run.labels, run.dataset, run.variant) if run.ctx.is_main else None
+    prototypes = group_ids(bank, run.cfg, run.labels, run.dataset, run.variant, images) if run.ctx.is_main else None
     timings[logkeys.GROUPING_SECONDS] = round(time.perf_counter() - started, 3)
     if run.ctx.world_size == 1:
         return prototypes
     if prototypes is not None:  # pickled tensors keep their device: send them from the CPU
         prototypes = dataclasses.replace(prototypes, assignment=prototypes.assignment.cpu(),
-                                         centroids=prototypes.centroids.cpu())
+                                         centroids=prototypes.centroids.cpu(),
+                                         reliable=None if prototypes.reliable is None else prototypes.reliable.cpu())
     return run.ctx.broadcast(prototypes)

@@ -26,6 +26,7 @@ from ..distributed import SINGLE_PROCESS, DistributedContext
 from ..errors import user_error_from
 from ..method.losses import LossTerm, StepInputs, build_loss_recipe, loss_terms, total_loss
 from ..method.memory import IntraCameraMemory, PrototypeMemory
+from ..method.reliability import sampling_labels
 from ..method.model import build_model, load_weights
 from ..datasets.tensor_pipeline import TensorTrainLoader
 from ..utils import seed_everything
@@ -47,6 +48,7 @@ class Stage2(NamedTuple):
 
     assignment: torch.Tensor       # (N,) prototype of each memory row, −1 = noise
     memory: PrototypeMemory
+    reliable: torch.Tensor | None = None  # (Y,) bool: the prototypes stage2_sampling="reliable-prototype" trusts
 
 
 def rng_state() -> dict[str, Any]:
@@ -185,20 +187,35 @@ def load_train_images(cfg: PiridConfig, dataset, device: torch.device) -> torch.
     return None
 
 
+def stage2_sampling_labels(cfg: PiridConfig, labels: LabelSpace, stage2: Stage2 | None) -> np.ndarray | None:
+    """Per training image, what stage 2's P-K sampler groups by (``cfg.stage2_sampling``): its prototype
+    (``"prototype"``; noise IDs' images are not drawn), its prototype where that one is reliable and else its
+    intra-camera ID (``"reliable-prototype"``, :func:`pirid_lite.method.reliability.sampling_labels`), or
+    None for ``"intra-id"`` (as in stage 1)."""
+    if stage2 is None or cfg.stage2_sampling == "intra-id":
+        return None
+    assignment = stage2.assignment.cpu().numpy()
+    if cfg.stage2_sampling == "prototype":
+        return assignment[labels.image_labels]
+    reliable = np.ones(int(assignment.max()) + 1, dtype=bool) if stage2.reliable is None else stage2.reliable.cpu().numpy()
+    return sampling_labels(assignment, reliable, labels.image_labels)
+
+
 def epoch_loader(run: "EpochContext", epoch: int, stage2: Stage2 | None):
     """The epoch's batches of P IDs × K images — by memory row, or in stage 2 optionally by prototype
-    (``cfg.stage2_sampling``) — and what it samples by (``"intra-id"`` or ``"prototype"``). With several
-    processes, this rank's disjoint part of every batch of the same plan."""
+    (``cfg.stage2_sampling``, :func:`stage2_sampling_labels`) — and what it samples by (``"intra-id"``,
+    ``"prototype"`` or ``"reliable-prototype"``). With several processes, this rank's disjoint part of every
+    batch of the same plan."""
     cfg, dataset, labels = run.cfg, run.dataset, run.labels
     sample_by, sampled_by = labels.image_labels, "intra-id"
-    if stage2 is not None and cfg.stage2_sampling == "prototype":
-        by_prototype = stage2.assignment.cpu().numpy()[labels.image_labels]
+    by_prototype = stage2_sampling_labels(cfg, labels, stage2)
+    if by_prototype is not None:
         found = len(np.unique(by_prototype[by_prototype >= 0]))
         if found >= cfg.num_ids_per_batch:
-            sample_by, sampled_by = by_prototype, "prototype"
+            sample_by, sampled_by = by_prototype, cfg.stage2_sampling
         else:  # a P-K batch needs P distinct prototypes; the grouping may merge nearly everything
-            warnings.warn(f"epoch {epoch + 1}: only {found} prototypes for P={cfg.num_ids_per_batch} "
-                          "prototypes per batch; this epoch samples by intra-camera ID instead")
+            warnings.warn(f"epoch {epoch + 1}: only {found} sampling groups for P={cfg.num_ids_per_batch} "
+                          "per batch; this epoch samples by intra-camera ID instead")
     seed = cfg.seed * 100_003 + epoch
     share = dict(rank=run.ctx.rank, world_size=run.ctx.world_size)
     num_batches = batches_per_epoch(cfg, len(dataset.train))

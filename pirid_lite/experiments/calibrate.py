@@ -72,6 +72,11 @@ ASSOCIATION_SETTINGS: dict[str, dict] = {
                                       stage2_sampling="prototype"),
     # added once the first runs showed impure early prototypes at 2x (threshold > 1 at the end of stage 1)
     "linkage-scale1.5": dict(association="camera-linkage", camera_centring=False, linkage_scale=1.5),
+    # issue 28: batches by prototype only where the prototype is reliable (pirid_lite.method.reliability; margin 0.2
+    # set before any run), and the peers' association (CMT / CCAFL: image-level min-Jaccard, camera-disjoint merges)
+    "linkage-reliable-batches": dict(association="camera-linkage", camera_centring=False,
+                                     stage2_sampling="reliable-prototype"),
+    "min-jaccard": dict(association="min-jaccard", camera_centring=False),
 }
 ASSOCIATION_ROOT = CALIBRATION_ROOT / "association"
 REUSED_ON_INSTANCE_1 = {"dbscan-centred": Path(CHOSEN) / "method" / "camera-centred",

@@ -15,6 +15,10 @@ shrink as training goes on, so a fixed threshold that is right at the end leaves
 
 :func:`same_camera_prototypes` and :func:`largest_prototype` are the truth-free signals of any grouping:
 a user with real data can read them every epoch.
+
+The peers' association (CMT, TCSVT 2024; CCAFL, TCSVT 2025), for comparison (``association="min-jaccard"``):
+:func:`min_image_distance` gives two IDs the smallest distance between their images, and
+:func:`camera_disjoint_merges` joins IDs along ascending edges only while the two groups share no camera.
 """
 from __future__ import annotations
 
@@ -85,3 +89,50 @@ def largest_prototype(assignment) -> int:
     assignment = np.asarray(assignment, dtype=np.int64)
     kept = assignment[assignment >= 0]
     return int(np.bincount(kept).max()) if len(kept) else 0
+
+
+# --------------------------------------------------------------------------- the peers' association
+def min_image_distance(image_dist, image_ids, num_ids: int):
+    """(N, N) distance between two IDs = the smallest distance between an image of one and an image of the
+    other (``image_dist`` (n, n) over the training images, ``image_ids`` (n,) their memory rows). Torch in,
+    torch out, two scatter-minimums: no loop over images."""
+    import torch
+
+    image_dist = torch.as_tensor(image_dist)
+    ids = torch.as_tensor(image_ids, device=image_dist.device).long()
+    n = image_dist.shape[0]
+    if image_dist.shape != (n, n) or ids.shape != (n,):
+        raise ValueError(f"min_image_distance: distances {tuple(image_dist.shape)} must be (n, n) with one ID "
+                         f"per image, got IDs {tuple(ids.shape)}")
+    inf = torch.full((n, num_ids), float("inf"), dtype=image_dist.dtype, device=image_dist.device)
+    per_image = inf.scatter_reduce(1, ids.expand(n, n), image_dist, "amin")            # (n, N)
+    inf = torch.full((num_ids, num_ids), float("inf"), dtype=image_dist.dtype, device=image_dist.device)
+    return inf.scatter_reduce(0, ids[:, None].expand(n, num_ids), per_image, "amin")   # (N, N)
+
+
+def camera_disjoint_merges(dist: np.ndarray, cameras: np.ndarray, eps: float) -> np.ndarray:
+    """Cluster labels (N,) as CMT / CCAFL associate intra-camera IDs: every pair of IDs of two cameras closer
+    than ``eps`` is an edge; edges are taken in ascending order and join two groups only if the groups'
+    camera sets are disjoint. Groups of one ID are noise (−1), as in :func:`camera_constrained_linkage`."""
+    dist, cameras = _check(dist, cameras)
+    n = len(cameras)
+    upper = np.triu(np.ones((n, n), dtype=bool), k=1) & (cameras[:, None] != cameras[None, :]) & (dist < eps)
+    first, second = np.nonzero(upper)
+    order = np.argsort(dist[first, second], kind="stable")
+    parent = np.arange(n)
+    camera_sets = [{int(c)} for c in cameras]
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in zip(first[order], second[order]):  # one pass over the edges below eps (a sparse set)
+        ra, rb = root(int(a)), root(int(b))
+        if ra != rb and camera_sets[ra].isdisjoint(camera_sets[rb]):
+            parent[rb] = ra
+            camera_sets[ra] |= camera_sets[rb]
+    labels = np.array([root(i) for i in range(n)], dtype=np.int64)
+    sizes = np.bincount(labels, minlength=n)
+    return np.where(sizes[labels] > 1, labels, -1).astype(np.int64)

@@ -33,6 +33,7 @@ class Prototypes:
     noise_share: float
     distance: str
     threshold: float | None = None   # the grouping's threshold when it adapts per call (camera-linkage)
+    reliable: torch.Tensor | None = None  # (Y,) bool, truth-free (groupings.reliability), when stage 2 samples by it
 
 
 # --------------------------------------------------------------------------- distances
