@@ -14,7 +14,7 @@ import pandas as pd
 
 from ..config import get_config
 from .runner import Experiment, run_experiments, select_shard
-from .results import (PAIRS, METRIC_COLUMNS, VARIANT_ORDER, claims, load_runs, mean_std, paired_table,
+from .results import (CEILING, PAIRS, METRIC_COLUMNS, VARIANT_ORDER, claims, load_runs, mean_std, paired_table,
                       prototype_quality_per_epoch, summarize, table1, table2)
 from ..engine.runfiles import STAGE1_CHECKPOINT, run_dir
 from ..variants import INTRA_ONLY, METHOD, ORACLE, UPPER_BOUND, policy
@@ -27,9 +27,11 @@ STAGE1_DONOR = METHOD  # its stage1.pt starts the other variants of the seed (Tr
 # the cpu profile adds (chosen on the validation instance; docs/DESIGN.md §2).
 TAGGED_RUNS = {"paper-reading": (METHOD, dict(association="dbscan", camera_centring=False)),
                # the cpu profile's grouping before the association study (results/archive/v3-dbscan-centred/)
-               "dbscan-centred": (METHOD, dict(association="dbscan", camera_centring=True))}
+               "dbscan-centred": (METHOD, dict(association="dbscan", camera_centring=True)),
+               # Table 2's ceiling row (results.CEILING): true prototypes and stage-2 batches drawn by them
+               CEILING.partition("+")[2]: (ORACLE, dict(stage2_sampling="prototype"))}
 PAIRS_WRITTEN = (*PAIRS, (METHOD, f"{METHOD}+paper-reading"), (f"{METHOD}+paper-reading", INTRA_ONLY),
-                 (METHOD, f"{METHOD}+dbscan-centred"))
+                 (METHOD, f"{METHOD}+dbscan-centred"), (CEILING, METHOD), (CEILING, ORACLE))
 
 
 def plan(seeds: int | None = None, results_root: str | Path = "results", dataset: str = "synthetic-small",
