@@ -23,13 +23,14 @@ ICS_VARIANTS = tuple(name for name, p in POLICIES.items() if not p.reads_truth) 
 PROFILES = ("paper", "cpu", "test")
 METRICS = ("cosine", "jaccard", "jaccard-camera")
 STAGE2_SAMPLING = ("intra-id", "prototype", "reliable-prototype")
+RELIABILITY = ("mutual-nn", "threshold")
 PROTOTYPE_SOURCES = ("memory", "fresh")
 INPUT_PIPELINES = ("auto", "dataloader", "tensor")
 # Fields read only in stage 2 (§2.3 prototypes, Eq. 4-5): runs that differ only in these share stage 1.
 STAGE2_ONLY_FIELDS = ("dbscan_eps", "dbscan_min_samples", "cluster_metric", "jaccard_k1", "jaccard_k2",
                       "camera_centring", "cannot_link", "prototype_source", "triplet_margin", "stage2_sampling",
                       "association", "linkage_scale", "linkage_metric", "inter_id_weight", "triplet_weight",
-                      "min_jaccard_eps", "reliability_margin")
+                      "min_jaccard_eps", "reliability", "reliability_margin")
 
 
 @dataclass
@@ -107,7 +108,10 @@ class PiridConfig:
     stage2_sampling: str = "intra-id"    # "intra-id" (as stage 1), "prototype" (cross-camera positives) or
                                          # "reliable-prototype": by prototype only where it is reliable
                                          # (pirid_lite.method.reliability), by intra-camera ID elsewhere
-    reliability_margin: float = 0.2      # reliable = formed unchanged at (1 ∓ margin) × the grouping's threshold
+    reliability: str = "threshold"       # which prototypes "reliable-prototype" trusts: "threshold" = formed
+                                         # unchanged at (1 ∓ reliability_margin) × the grouping's threshold;
+                                         # "mutual-nn" = members are mutual cross-camera nearest neighbours
+    reliability_margin: float = 0.2      # (pirid_lite.method.reliability)
 
     # --- evaluation (docs/DESIGN.md §3)
     eval_flip: bool = False
@@ -135,6 +139,7 @@ class PiridConfig:
               f"association={self.association!r}, expected one of {associations()}")
         check(self.linkage_scale > 0, f"linkage_scale={self.linkage_scale}, expected > 0")
         check(self.min_jaccard_eps > 0, f"min_jaccard_eps={self.min_jaccard_eps}, expected > 0")
+        check(self.reliability in RELIABILITY, f"reliability={self.reliability!r}, expected one of {RELIABILITY}")
         check(0 < self.reliability_margin < 1, f"reliability_margin={self.reliability_margin}, expected in (0, 1)")
         check(self.linkage_metric in METRICS, f"linkage_metric={self.linkage_metric!r}, expected one of {METRICS}")
         check(self.cluster_metric in METRICS, f"cluster_metric={self.cluster_metric!r}, expected one of {METRICS}")

@@ -17,7 +17,8 @@ from pirid_lite.engine.trainer import Trainer
 from pirid_lite.errors import UserError
 from pirid_lite.method.association import camera_disjoint_merges, min_image_distance, same_camera_prototypes
 from pirid_lite.method.groupings import GROUPINGS, ImageFeatures, associate, reliability
-from pirid_lite.method.reliability import reliable_prototypes, sampling_labels, unchanged_groups
+from pirid_lite.method.reliability import (mutual_nearest_prototypes, reliable_prototypes, sampling_labels,
+                                          unchanged_groups)
 
 
 def as_sets(labels) -> set[frozenset]:
@@ -75,7 +76,9 @@ def test_reliability_of_the_linkage_on_two_tight_pairs_and_a_loose_one():
                      camera_centring=False, stage2_sampling="reliable-prototype", reliability_margin=0.2)
     protos = associate(bank, cameras, cfg)
     assert as_sets(protos.assignment.numpy()) == {frozenset({0, 1}), frozenset({2, 3})}
-    assert reliability(GROUPINGS["camera-linkage"], protos, bank, cameras, cfg, None).tolist() == [True, True]
+    for signal in ("threshold", "mutual-nn"):  # both trust the two tight pairs
+        trusted = reliability(GROUPINGS["camera-linkage"], protos, bank, cameras, cfg.replace(reliability=signal), None)
+        assert trusted.tolist() == [True, True]
 
 
 def test_reliability_margin_is_checked():
@@ -137,7 +140,9 @@ def test_min_jaccard_needs_the_images():
 
 # --------------------------------------------------------------------------- through the trainer
 @pytest.mark.slow
-@pytest.mark.parametrize("overrides", [dict(association="camera-linkage", stage2_sampling="reliable-prototype"),
+@pytest.mark.parametrize("overrides", [dict(association="camera-linkage", stage2_sampling="reliable-prototype",
+                                            reliability="threshold"),
+                                       dict(association="camera-linkage", stage2_sampling="reliable-prototype"),
                                        dict(association="min-jaccard", min_jaccard_eps=0.95,
                                             stage2_sampling="reliable-prototype")])
 def test_a_run_that_samples_by_reliable_prototype_logs_what_it_drew(tmp_path, overrides):
@@ -151,3 +156,36 @@ def test_a_run_that_samples_by_reliable_prototype_logs_what_it_drew(tmp_path, ov
         assert 0.0 <= record[logkeys.RELIABLE_SHARE] <= 1.0
         assert logkeys.SAMPLING_PRECISION in record
         assert record[logkeys.SAMPLED_BY] in ("reliable-prototype", "intra-id")
+
+
+def naive_mutual_nearest(assignment, dist, cameras) -> list[bool]:
+    out = []
+    for p in range(assignment.max() + 1):
+        members = np.flatnonzero(assignment == p)
+        ok = len({cameras[i] for i in members}) == len(members)
+        for i in members:
+            for j in members:
+                if i != j:
+                    candidates = [k for k in range(len(cameras)) if cameras[k] == cameras[j] and k != i]
+                    ok &= min(candidates, key=lambda k: dist[i, k]) == j
+        out.append(bool(ok))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_mutual_nearest_prototypes_equal_a_naive_reference(seed):
+    rng = np.random.default_rng(seed)
+    points = rng.normal(size=(20, 2))
+    dist = np.linalg.norm(points[:, None] - points[None], axis=2)
+    cameras = rng.integers(0, 3, size=20)
+    assignment = camera_disjoint_merges(dist, cameras, eps=1.5)
+    assignment[assignment >= 0] = np.unique(assignment[assignment >= 0], return_inverse=True)[1]
+    if seed == 0:  # one prototype with two IDs of one camera: never reliable
+        assignment[np.flatnonzero(cameras == 0)[:2]] = assignment.max() + 1
+    assert mutual_nearest_prototypes(assignment, dist, cameras).tolist() == naive_mutual_nearest(assignment, dist, cameras)
+
+
+def test_mutual_nearest_by_hand():
+    # IDs 0 (cam 0) and 1 (cam 1) are each other's nearest; ID 2 (cam 1) is nearer to 0 than 3 is, so {2, 3} fails
+    dist = np.array([[0, .1, .2, .9], [.1, 0, .8, .7], [.2, .8, 0, .6], [.9, .7, .6, 0]])
+    assert mutual_nearest_prototypes(np.array([0, 0, 1, 1]), dist, np.array([0, 1, 1, 0])).tolist() == [True, False]

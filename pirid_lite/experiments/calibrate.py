@@ -72,11 +72,15 @@ ASSOCIATION_SETTINGS: dict[str, dict] = {
                                       stage2_sampling="prototype"),
     # added once the first runs showed impure early prototypes at 2x (threshold > 1 at the end of stage 1)
     "linkage-scale1.5": dict(association="camera-linkage", camera_centring=False, linkage_scale=1.5),
-    # issue 28: batches by prototype only where the prototype is reliable (pirid_lite.method.reliability; margin 0.2
-    # set before any run), and the peers' association (CMT / CCAFL: image-level min-Jaccard, camera-disjoint merges)
+    # issue 28: batches by prototype only where the prototype is reliable (pirid_lite.method.reliability): formed
+    # unchanged at (1 ∓ 0.2) × the threshold (margin set before any run), or — added after comparing the signals on
+    # instance 1's seed-0 checkpoints — members that are mutual cross-camera nearest neighbours; and the peers'
+    # association (CMT / CCAFL: image-level min-Jaccard, camera-disjoint merges)
     "linkage-reliable-batches": dict(association="camera-linkage", camera_centring=False,
-                                     stage2_sampling="reliable-prototype"),
+                                     stage2_sampling="reliable-prototype", reliability="threshold"),
     "min-jaccard": dict(association="min-jaccard", camera_centring=False),
+    "linkage-mutual-nn-batches": dict(association="camera-linkage", camera_centring=False,
+                                      stage2_sampling="reliable-prototype", reliability="mutual-nn"),
 }
 ASSOCIATION_ROOT = CALIBRATION_ROOT / "association"
 REUSED_ON_INSTANCE_1 = {"dbscan-centred": Path(CHOSEN) / "method" / "camera-centred",

@@ -7,9 +7,10 @@ for a grouping that reads images rather than ID centroids (``needs_images``) —
 :data:`ASSOCIATION`, which runs the truth-free grouping that ``PiridConfig.association`` names. Adding a
 grouping is one function with ``@grouping(...)`` here; ``--set association=<name>`` then selects it.
 
-:func:`reliability` asks, per prototype and without the truth, whether the grouping forms it unchanged at a
-stricter and a looser threshold (``threshold_field``; :mod:`pirid_lite.method.reliability`): what the
-``reliable-prototype`` stage-2 sampling trusts.
+:func:`reliability` asks, per prototype and without the truth, whether stage-2 batches may be drawn by it (its
+members are mutual cross-camera nearest neighbours, or the grouping forms it unchanged at a stricter and a looser
+threshold, ``threshold_field``; :mod:`pirid_lite.method.reliability`): what the ``reliable-prototype`` sampling
+trusts.
 """
 from __future__ import annotations
 
@@ -21,9 +22,9 @@ import numpy as np
 import torch
 
 from .association import camera_disjoint_merges, min_image_distance
-from .prototypes import (Prototypes, build_prototypes, form_prototypes, linkage_prototypes, pair_distance,
-                         prototypes_from_groups)
-from .reliability import reliable_prototypes
+from .prototypes import (Prototypes, build_prototypes, form_prototypes, grouping_distance, linkage_prototypes,
+                         pair_distance, prototypes_from_groups)
+from .reliability import mutual_nearest_prototypes, reliable_prototypes
 
 if TYPE_CHECKING:
     from ..config import PiridConfig
@@ -136,12 +137,18 @@ def associate(bank: torch.Tensor, label_camera, cfg: "PiridConfig", images: Imag
 
 def reliability(grouping_: Grouping, prototypes: Prototypes, bank: torch.Tensor, cameras: torch.Tensor,
                 cfg: "PiridConfig", dataset, images: ImageFeatures | None = None) -> np.ndarray:
-    """(Y,) bool, truth-free: the prototypes that ``grouping_`` forms unchanged at ``(1 ∓ cfg.reliability_margin)``
-    × its threshold (:func:`pirid_lite.method.reliability.reliable_prototypes`). A grouping without a threshold
-    (the oracle's truth, supervised's identities) trusts all of its prototypes."""
+    """(Y,) bool, truth-free: the prototypes stage-2 batches may be drawn by (``cfg.reliability``,
+    :mod:`pirid_lite.method.reliability`): ``"mutual-nn"`` — their members are each other's nearest ID across
+    cameras on the distance the linkage groups on (``linkage_metric``, ``camera_centring``); ``"threshold"`` —
+    ``grouping_`` forms them unchanged at ``(1 ∓ cfg.reliability_margin)`` × its threshold. A grouping without
+    a threshold (the oracle's truth, supervised's identities) trusts all of its prototypes."""
     grouping_ = resolved(grouping_, cfg)
     if grouping_.threshold_field is None:
         return np.ones(prototypes.num_prototypes, dtype=bool)
+    if cfg.reliability == "mutual-nn":
+        dist, cams = grouping_distance(bank, cameras, cfg.linkage_metric, cfg.jaccard_k1, cfg.jaccard_k2,
+                                       cfg.camera_centring, "reliability")
+        return mutual_nearest_prototypes(prototypes.assignment, dist, cams)
     value = getattr(cfg, grouping_.threshold_field)
     stricter, looser = (grouping_(bank, cameras, cfg.replace(**{grouping_.threshold_field: value * factor}),
                                   dataset, images)

@@ -12,8 +12,12 @@ intra-camera ID:
 * **independent** — the grouping at ``(1 + margin) ×`` its threshold still forms the same group (nothing
   else was about to join it).
 
-:func:`unchanged_groups` compares two groupings, :func:`reliable_prototypes` applies both tests and
-:func:`sampling_labels` turns the result into one label per training image for the P-K sampler.
+:func:`unchanged_groups` compares two groupings and :func:`reliable_prototypes` applies both tests
+(``reliability="threshold"``). :func:`mutual_nearest_prototypes` is the other signal (``"mutual-nn"``): every
+two members are each other's nearest ID across cameras. On validation instance 1 (seed 0, at the end of stage 1
+and at epoch 15) it was the sharper one: 1 of 102 prototypes trusted at the end of stage 1 (precision 0.14 over
+all of them), 78 of 142 at epoch 15 with pairwise precision 0.96 (0.72 over all; the threshold test at ±0.2:
+41 at 0.85). :func:`sampling_labels` turns the result into one label per training image for the P-K sampler.
 """
 from __future__ import annotations
 
@@ -62,3 +66,28 @@ def sampling_labels(assignment, reliable, image_labels) -> np.ndarray:
     trusted = (assignment >= 0) & reliable[per_row] if reliable.size else np.zeros_like(assignment, dtype=bool)
     row_label = np.where(trusted, assignment, len(reliable) + np.arange(len(assignment)))
     return row_label[image_labels]
+
+
+def mutual_nearest_prototypes(assignment, dist, cameras) -> np.ndarray:
+    """(Y,) bool: the prototypes whose members are each other's nearest ID across cameras — for every two
+    members i and j, j is the ID of j's camera nearest to i (``dist`` (N, N) between the memory rows,
+    ``cameras`` (N,)). A prototype with two IDs of one camera is never reliable."""
+    assignment, cameras = _as_labels(assignment), _as_labels(cameras)
+    dist = np.asarray(dist, dtype=np.float64)
+    n, num = len(assignment), int(assignment.max()) + 1 if assignment.size and assignment.max() >= 0 else 0
+    num_cameras = int(cameras.max()) + 1 if n else 0
+    # nearest[i, c]: the ID of camera c nearest to ID i (itself excluded); one pass per camera
+    dist = dist.copy()
+    np.fill_diagonal(dist, np.inf)
+    nearest = np.stack([np.flatnonzero(cameras == c)[dist[:, cameras == c].argmin(axis=1)]
+                        if (cameras == c).any() else np.full(n, -1) for c in range(num_cameras)], axis=1)
+    kept = np.flatnonzero(assignment >= 0)
+    member = np.full((num, num_cameras), -1)                                      # member of p in camera c
+    member[assignment[kept], cameras[kept]] = kept
+    per_camera = np.zeros((num, num_cameras), dtype=np.int64)
+    np.add.at(per_camera, (assignment[kept], cameras[kept]), 1)
+    others = member[assignment[kept]]                                             # (kept, C)
+    agrees = (others < 0) | (others == kept[:, None]) | (nearest[kept] == others)
+    reliable = (per_camera <= 1).all(axis=1)
+    np.logical_and.at(reliable, assignment[kept], agrees.all(axis=1))
+    return reliable
