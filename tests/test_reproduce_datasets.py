@@ -155,10 +155,11 @@ def test_a_synthetic_preset_has_its_own_columns_with_no_paper_values():
                           "R1": 50.0, "R5": 60.0, "R10": 70.0, "mAP": 40.0, "device": "cpu",
                           "start": "ImageNet (MobileNetV2)"} for variant in VARIANT_ROW])
     t1 = results.table1_on_datasets(runs, ["synthetic-market"])
-    assert t1["synthetic-market mAP"].iloc[:-1].isna().all() and t1["synthetic-market mAP"].iloc[-1] == 40.0
+    column = "synthetic, Market-1501 scale mAP"
+    assert t1[column].iloc[:-1].isna().all() and t1[column].iloc[-1] == 40.0
     assert t1["source"].iloc[-1] == "measured: synthetic-market, cpu profile, 1 seed, cpu, ImageNet (MobileNetV2)"
     t2 = results.table2_on_datasets(runs, ["synthetic-market"])
-    assert list(t2["dataset"]) == ["synthetic-market"] * 3 and list(t2["R1"]) == [50.0] * 3
+    assert list(t2["dataset"]) == ["synthetic, Market-1501 scale"] * 3 and list(t2["R1"]) == [50.0] * 3
     assert t2[["R1 paper", "R1 Δ", "mAP paper", "mAP Δ"]].isna().all().all()
 
 

@@ -8,7 +8,9 @@ A run (``python -m pirid_lite train``, :class:`pirid_lite.engine.trainer.Trainer
 * ``metrics.json`` — final R1/R5/R10/mAP with config and provenance; its presence means "finished";
 * ``memory_final.pt`` — the final memory bank K and the final fresh per-ID centroids (what §2.3 clusters),
   stored as float16 (half the size; read back as float32);
-* ``features_{initial,final}.npz`` — test-set features before and after training (Figure 3), on request.
+* ``features_{initial,final}.npz`` — test-set features before and after training (Figure 3), on request;
+* ``train_features_{stage1,final}.npz`` — the training images' features at the end of stage 1 and at the end,
+  with the memory row of each image, on the same request (what an image-level grouping reads; notebook 3).
 
 Every write is atomic (temporary file + rename), so a killed run never leaves half a file.
 """
@@ -35,6 +37,7 @@ METRICS = "metrics.json"
 CONFIG = "config.json"
 MEMORY_BANK = "memory_final.pt"
 FEATURES = "features_{stage}.npz"
+TRAIN_FEATURES = "train_features_{stage}.npz"
 RESUMABLE_CHANGES = ("epochs", "device")  # config fields --resume may change (device: same run elsewhere)
 
 
@@ -154,7 +157,21 @@ class RunFiles:
         np.savez_compressed(buffer, features=features.numpy().astype(np.float16), pids=pids, camids=camids)
         atomic_write_bytes(self._target(FEATURES.format(stage=stage)), buffer.getvalue())
 
+    def write_train_features(self, stage: str, features: torch.Tensor, ids) -> None:
+        """Training-image features (float16) with the memory row of each image, in training-set order."""
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, features=features.detach().cpu().numpy().astype(np.float16),
+                            ids=np.asarray(torch.as_tensor(ids).cpu()))
+        atomic_write_bytes(self._target(TRAIN_FEATURES.format(stage=stage)), buffer.getvalue())
+
     # ------------------------------------------------------------------ reads
+    def train_features(self, stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(features (n, d) float32, memory row of each image (n,))`` saved with ``save_features``
+        (``stage`` = "stage1" or "final")."""
+        saved = np.load(self._require(TRAIN_FEATURES.format(stage=stage),
+                                      "only runs trained with save_features=True (since issue 28) have it"))
+        return torch.from_numpy(saved["features"].astype(np.float32)), torch.from_numpy(saved["ids"])
+
     def checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any]:
         return read_checkpoint(self.path / CHECKPOINT, map_location)
 

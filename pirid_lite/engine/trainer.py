@@ -34,7 +34,8 @@ from .training import rng_state, set_rng_state, uses_sync_batchnorm
 
 class Trainer:
     """Runs one PIRID training (any variant) and writes its files under ``out_dir`` (:mod:`pirid_lite.engine.runfiles`).
-    ``save_features`` also writes the test features before and after training (Figure 3); ``log`` receives
+    ``save_features`` also writes the test features before and after training (Figure 3) and the training
+    images' features at the end of stage 1 and at the end; ``log`` receives
     one line per epoch; ``ctx`` is this process's place in a ``torchrun`` launch (only rank 0 writes)."""
 
     def __init__(self, cfg, dataset, out_dir: str | Path, *, progress: bool = True, save_features: bool = False,
@@ -124,6 +125,8 @@ class Trainer:
             record[logkeys.SECONDS] = round(time.perf_counter() - started, 2)
             self.history.append(record)
             self._save(epoch)
+            if self.save_features and epoch + 1 == self.cfg.stage1_epochs:  # the network that stage 2 starts from
+                self._write_train_features("stage1", self.run.train_features())
             self.log(format_epoch(record))
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < self.cfg.epochs:
                 return True
@@ -146,9 +149,11 @@ class Trainer:
 
     def _finish(self, metrics: dict[str, float], record: dict[str, Any], started: float) -> dict[str, Any]:
         """The end-of-run files: memory bank (with the final fresh centroids), features, metrics."""
-        centroids = fresh_centroids(self.run.train_features(), self.run.labels)
+        train_features = self.run.train_features()
+        centroids = fresh_centroids(train_features, self.run.labels)
         if self.save_features:
             write_test_features(self, "final")
+            self._write_train_features("final", train_features)
         result = {"metrics": metrics, "provenance": record, "config": self.cfg.to_dict(),
                   "wall_seconds": round(time.perf_counter() - started, 2),
                   "final_epoch": self.history[-1] if self.history else None}
@@ -158,6 +163,10 @@ class Trainer:
         self.ctx.barrier()
         self.log("final: " + "  ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
         return result
+
+    def _write_train_features(self, stage: str, features: torch.Tensor) -> None:
+        if self.ctx.is_main:
+            self.files.write_train_features(stage, features, self.run.image_labels)
 
     def checkpoint_note(self) -> str:
         """What a stopped run leaves on disk, for its messages."""

@@ -305,14 +305,17 @@ def paper_table2() -> pd.DataFrame:
 # --------------------------------------------------------------------------- Tables 1–2 on several datasets
 # The paper's column of each real dataset (Tables 1–2); a synthetic preset has none and keeps its own name.
 PAPER_COLUMNS = {"market1501": "Market1501", "dukemtmc": "DukeMTMC-ReID", "msmt17": "MSMT17"}
+# A synthetic preset built to a real dataset's scale says so in its column (never in the real dataset's column).
+SCALE_COLUMNS = {"synthetic-market": "synthetic, Market-1501 scale"}
 TABLE2_VARIANTS = (INTRA_ONLY, ABLATION, METHOD)  # the rows of the paper's Table 2: PIRID-1, PIRID-2, PIRID
 TABLE2_METRICS = ("R1", "mAP")                    # its columns per dataset, the order of PAPER_TABLE2's pairs
 
 
 def dataset_column(dataset: str) -> str:
     """The column of the paper's tables a dataset's runs go in: ``market1501`` → ``Market1501``; a synthetic
-    preset keeps its name (``synthetic-market``), a column the paper does not have."""
-    return PAPER_COLUMNS.get(dataset, dataset)
+    preset gets a column the paper does not have: ``synthetic-market`` → "synthetic, Market-1501 scale"
+    (:data:`SCALE_COLUMNS`), any other keeps its name (``synthetic-small``)."""
+    return PAPER_COLUMNS.get(dataset, SCALE_COLUMNS.get(dataset, dataset))
 
 
 def _measured_label(group: pd.DataFrame) -> str:
