@@ -17,12 +17,13 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def written_keys(tmp_path_factory) -> set[str]:
     """The union of the log keys of short runs (with an evaluation every epoch) of ``pirid`` — whose log
-    holds every other variant's keys: stage 2, prototype quality, memory NN accuracy — and ``supervised``."""
+    holds every other variant's keys: stage 2, prototype quality, memory NN accuracy, and (sampling by reliable
+    prototype) what its batches were drawn by — and ``supervised``."""
     tiny = datasets.load("tiny", verbose=False)
     keys: set[str] = set()
     for variant in ("pirid", "supervised"):
         cfg = get_config("test", variant=variant, device="cpu", epochs=3, stage1_epochs=1, warmup_epochs=1,
-                         lr_milestones=(2,), iters_per_epoch=2, eval_every=1)
+                         lr_milestones=(2,), iters_per_epoch=2, eval_every=1, stage2_sampling="reliable-prototype")
         out = tmp_path_factory.mktemp(variant)
         Trainer(cfg, tiny, out, progress=False, log=lambda _: None).fit()
         for line in (out / LOG).read_text().splitlines():

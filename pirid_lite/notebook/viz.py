@@ -33,7 +33,8 @@ PROTOTYPE_TABLE_COLUMNS = (logkeys.EPOCH, *PROTOTYPE_STATS, logkeys.MEMORY_NN_AC
 LOG_KEYS_READ: tuple[str, ...] = tuple(dict.fromkeys((
     logkeys.EPOCH, logkeys.STAGE, logkeys.LR, logkeys.SECONDS, *LOSS_KEYS, logkeys.INTRA_ACCURACY,
     *PROTOTYPE_STATS, logkeys.PAIRWISE_PRECISION, logkeys.PAIRWISE_RECALL, logkeys.NUM_TRUE_IDENTITIES,
-    logkeys.MEMORY_NN_ACCURACY, MAP, R1, logkeys.SAME_CAMERA_PROTOTYPES)))
+    logkeys.MEMORY_NN_ACCURACY, MAP, R1, logkeys.SAME_CAMERA_PROTOTYPES, logkeys.SAMPLED_BY,
+    logkeys.RELIABLE_SHARE, logkeys.PROTOTYPE_SAMPLED_SHARE, logkeys.SAMPLING_PRECISION)))
 
 
 def camera_sample_grid(dataset, n_identities: int = 6, path=None, seed: int = 0):
@@ -124,6 +125,21 @@ def epoch_tables(log: "pd.DataFrame") -> tuple["pd.DataFrame", "pd.DataFrame"]:
     else:
         prototypes = prototypes.iloc[0:0]
     return training, prototypes
+
+
+SAMPLING_COLUMNS = (logkeys.SAMPLED_BY, logkeys.NUM_PROTOTYPES, logkeys.RELIABLE_SHARE,
+                    logkeys.PROTOTYPE_SAMPLED_SHARE, logkeys.SAMPLING_PRECISION, logkeys.PAIRWISE_PRECISION)
+
+
+def sampling_table(log: "pd.DataFrame") -> "pd.DataFrame":
+    """Per stage-2 epoch of a run: what its P-K sampler drew by (``stage2_sampling``), the share of prototypes
+    trusted and of images drawn by prototype (truth-free), and — hidden truth, logged only — the pairwise
+    precision of the prototypes the batches were drawn by beside that of all prototypes."""
+    table = log[log[logkeys.STAGE] == 2].set_index(logkeys.EPOCH)
+    table = table[[c for c in SAMPLING_COLUMNS if c in table]].copy()
+    if logkeys.NUM_PROTOTYPES in table:
+        table[logkeys.NUM_PROTOTYPES] = table[logkeys.NUM_PROTOTYPES].astype("Int64")
+    return table.round(3)
 
 
 def wrap_parts(parts, width: int | None = None, sep: str = ", ") -> str:

@@ -280,6 +280,42 @@ def grouping_summary(groupings: dict, cameras, true_identity_per_id) -> "pd.Data
     return pd.DataFrame(columns, index=list(GROUPING_SUMMARY_ROWS))
 
 
+def three_groupings(features, ids, cameras, true_identity_per_id, cfg) -> "pd.DataFrame":
+    """The paper's reading of §2.3 (DBSCAN as Table 2 trains it), the peers' association (image-level
+    min-Jaccard, camera-disjoint merges) and ours (camera-linkage) on the same training-image ``features``
+    (``ids``: the memory row of each image), every other setting from ``cfg``: :func:`grouping_summary`'s rows,
+    plus how many prototypes the reliable-prototype sampling would trust (mutual cross-camera nearest
+    neighbours, truth-free) and their pairwise precision (hidden truth)."""
+    import pandas as pd
+    import torch
+
+    from ..experiments.reproduce import TAGGED_RUNS
+    from ..method.groupings import GROUPINGS, ImageFeatures, associate, reliability
+    from ..method.memory import id_centroids
+    from ..method.prototypes import prototype_quality
+
+    features, ids = torch.as_tensor(features).float(), torch.as_tensor(ids).long()
+    cameras = torch.as_tensor(cameras)
+    bank = id_centroids(features, ids, len(cameras))
+    readings = {"DBSCAN (paper's reading)": cfg.replace(**TAGGED_RUNS["paper-reading"][1]),
+                "peers' min-Jaccard": cfg.replace(association="min-jaccard"),
+                "ours (camera-linkage)": cfg.replace(association="camera-linkage")}
+    images = ImageFeatures(features, ids)
+    formed = {name: associate(bank, cameras, reading, images) for name, reading in readings.items()}
+    table = grouping_summary(formed, cameras.numpy(), true_identity_per_id)
+    trusted, precision = [], []
+    for name, protos in formed.items():
+        reading = readings[name].replace(reliability="mutual-nn")
+        mask = reliability(GROUPINGS[reading.association], protos, bank, cameras, reading, None, images)
+        assignment = protos.assignment.numpy()
+        used = np.where((assignment >= 0) & mask[np.maximum(assignment, 0)], assignment, -1)
+        trusted.append(int(mask.sum()))
+        precision.append(f"{prototype_quality(used, true_identity_per_id)[logkeys.PAIRWISE_PRECISION]:.3f}")
+    extra = pd.DataFrame([trusted, precision], columns=table.columns,
+                         index=["trusted (mutual cross-camera NN)", "their pairwise precision"])
+    return pd.concat([table, extra])
+
+
 def linkage_scale_sweep(bank, cameras, true_identity_per_id, cfg, scales) -> "pd.DataFrame":
     """The camera-constrained association (``association="camera-linkage"``) of ``bank`` at each
     ``linkage_scale`` in ``scales``, every other setting read from ``cfg`` (through
