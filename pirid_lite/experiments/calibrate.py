@@ -132,7 +132,9 @@ def _run_rows(folder: Path, instance: int, name: str) -> list[dict]:
         row = {"instance": instance, "setting": name, "seed": run.metrics()["config"]["seed"],
                "mAP": run.metrics()["metrics"]["mAP"]}
         for key, short in ((logkeys.PAIRWISE_F, "F"), (logkeys.PURITY, "purity"), (logkeys.NOISE_SHARE, "noise"),
-                           (logkeys.NUM_PROTOTYPES, "prototypes"), (logkeys.SAME_CAMERA_PROTOTYPES, "same_camera")):
+                           (logkeys.NUM_PROTOTYPES, "prototypes"), (logkeys.SAME_CAMERA_PROTOTYPES, "same_camera"),
+                           (logkeys.PROTOTYPE_SAMPLED_SHARE, "drawn_by_prototype"),
+                           (logkeys.SAMPLING_PRECISION, "drawn_precision")):
             if key in late:
                 row[f"{short}_late"] = float(late[key].mean())
         rows.append(row)
