@@ -89,7 +89,7 @@ def main(small: bool = False, threads: int | None = 1, iters: int | None = None)
         if small and cfg.frozen_blocks:
             cfg = cfg.replace(frozen_blocks=2)
         bare = bare_images_per_second(cfg, iters or (1 if small else 8))
-        stage1, stage2 = trainer_images_per_second(cfg, dataset)
+        stage1, stage2 = trainer_images_per_second(cfg, dataset, repeats=1 if small else 2)  # smoke: runs, not rates
         today = today or stage1
         result.update({f"{name}: bare img/s": bare, f"{name}: trainer stage 1 img/s": stage1,
                        f"{name}: trainer stage 2 img/s": stage2, f"{name}: stage 1 / bare": stage1 / bare,
