@@ -19,7 +19,8 @@ from .viz_prototypes import (  # noqa: F401  (the prototypes' figures, under the
     ASSOCIATION_CURVES, PROTOTYPE_QUALITY_SHOWN, PROTOTYPE_STATS, GROUPING_SUMMARY_ROWS, plot_eps_sweep,
     plot_prototype_setting, plot_prototype_quality_by_setting, stage2_epochs, plot_prototype_epoch,
     prototype_members, rule_breaking_prototypes, prototype_gallery, grouping_summary, linkage_scale_sweep,
-    plot_linkage_scale, plot_association_curves, _save, FIGURE_WIDTH, panel_grid, figure_legend, integer_epochs)
+    plot_linkage_scale, plot_association_curves, _save, FIGURE_WIDTH, panel_grid, figure_legend, integer_epochs,
+    three_groupings)
 
 R1, R5, R10, MAP = logkeys.RETRIEVAL                      # logged every ``eval_every`` epochs (when > 0)
 LOSS_KEYS = tuple(logkeys.loss_key(term) for term in LOSS_TERMS)   # loss_intra, loss_inter_id, loss_triplet
