@@ -169,6 +169,17 @@ def test_claims_by_hand():
     assert "oracle / supervised = 0.625" in table["target"].iloc[4]
 
 
+def test_the_ceiling_claim_uses_the_ceiling_seeds_only():
+    """Ceiling (oracle, batches by prototype) on seeds 0 and 1 only: 60, 70 → paired means pirid 45, pirid-1 40,
+    ceiling 65, supervised 80 → (45 − 40) / (65 − 40) = 0.20; with one ceiling seed there is no such claim."""
+    maps = {"pirid": [44.0, 46.0, 99.0], "pirid-1": [40.0, 40.0, 10.0], "pirid-2": [42.0] * 3,
+            "oracle-prototypes": [50.0] * 3, "supervised": [80.0] * 3}
+    table = results.claims(_runs({**maps, results.CEILING: [60.0, 70.0]})).set_index("measured")
+    assert "ceiling's room" in table.loc["0.20", "target"] and "ceiling / supervised = 0.812" in table.loc["0.20", "target"]
+    assert not table.loc["0.20", "holds"]
+    assert not results.claims(_runs({**maps, results.CEILING: [60.0]}))["target"].str.contains("ceiling").any()
+
+
 def test_prototype_claims_by_hand():
     rows = results.prototype_claims({"F": 0.8, "purity": 0.9, "same_camera_max": 0.0})
     assert [holds for _, _, holds in rows] == [True, True]
