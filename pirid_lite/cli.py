@@ -386,7 +386,8 @@ def _add_reproduce(sub, common) -> None:
                           "synthetic preset alone: tiny | small | market. Default: today's plan on synthetic small")
     rep.add_argument("--runs", default="", metavar="LABELS",
                      help="with --data: the runs per dataset, comma-separated, among pirid-1, pirid-2, pirid and the "
-                          "tagged pirid+paper-reading, pirid+dbscan-centred (default: pirid-1,pirid-2,pirid)")
+                          "tagged pirid+paper-reading, pirid+dbscan-centred, oracle-prototypes+prototype-batches "
+                          "(default: pirid-1,pirid-2,pirid)")
     rep.add_argument("--profile", choices=PROFILES, default="cpu",
                      help="paper = §3.1 exactly (GPU); cpu = scaled down for 2 cores; test = seconds (default cpu)")
     rep.add_argument("--out", default="results", help="results root (default results): runs in <out>/runs, "

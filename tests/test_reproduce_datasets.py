@@ -237,3 +237,10 @@ def test_allow_random_init_trains_and_labels_the_rows_so(capsys, tmp_path, trees
     assert record["config"]["pretrained"] is None and record["provenance"]["imagenet_weights"] is False
     source = pd.read_csv(table_file(out, "table1_datasets", "csv"))["source"].iloc[-1]
     assert source.startswith("measured: market1501, paper profile, 1 seed") and source.endswith(", random init")
+
+
+def test_the_help_names_every_run_label():
+    with pytest.raises(SystemExit), contextlib.redirect_stdout(io.StringIO()) as out:
+        cli.main(["reproduce", "--help"])
+    flat = "".join(out.getvalue().split())  # argparse wraps long labels across lines
+    assert all(label in flat for label in on_datasets.RUN_CHOICES), on_datasets.RUN_CHOICES
