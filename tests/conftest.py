@@ -31,6 +31,16 @@ QUERY_SPEC = [(3, 1, 1), (3, 2, 1), (4, 2, 1), (4, 3, 1), (5, 1, 1)]
 GALLERY_SPEC = [(3, 2, 2), (3, 3, 1), (4, 1, 2), (5, 2, 1), (5, 3, 2), (0, 1, 2), (0, 3, 1), (-1, 2, 3)]
 
 
+def random_ids(seed: int, n: int, dim: int, num_cameras: int):
+    """``(dist, cameras)``: the Euclidean distances of ``n`` random points in ``dim`` dimensions and a random camera
+    per point — the ID centroids of the groupings' tests against their naive references."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    points = rng.normal(size=(n, dim))
+    return np.linalg.norm(points[:, None] - points[None], axis=2), rng.integers(0, num_cameras, size=n)
+
+
 def write_jpeg(path: Path, seed: int = 0) -> None:
     """A tiny 8×4 (h×w) JPEG whose colour depends on ``seed``."""
     path.parent.mkdir(parents=True, exist_ok=True)

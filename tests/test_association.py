@@ -17,6 +17,8 @@ from pirid_lite.method.prototypes import linkage_prototypes
 from pirid_lite.engine.runfiles import LOG
 from pirid_lite.engine.trainer import Trainer
 
+from conftest import random_ids
+
 
 def naive_constrained_complete_linkage(dist: np.ndarray, cameras: np.ndarray, threshold: float) -> list[set]:
     """Textbook agglomeration: repeatedly merge the two groups with the smallest complete-linkage distance,
@@ -49,10 +51,7 @@ def test_a_chain_through_one_camera_is_cut():
 
 @pytest.mark.parametrize("seed", range(4))
 def test_linkage_equals_a_naive_agglomeration(seed):
-    rng = np.random.default_rng(seed)
-    points = rng.normal(size=(18, 3))
-    dist = np.linalg.norm(points[:, None] - points[None], axis=2)
-    cameras = rng.integers(0, 4, size=18)
+    dist, cameras = random_ids(seed, n=18, dim=3, num_cameras=4)
     labels = camera_constrained_linkage(dist, cameras, threshold=1.2)
     expected = naive_constrained_complete_linkage(dist, cameras, 1.2)
     assert sorted(map(sorted, as_sets(labels))) == sorted(map(sorted, expected))

@@ -20,6 +20,8 @@ from pirid_lite.method.groupings import GROUPINGS, ImageFeatures, associate, rel
 from pirid_lite.method.reliability import (mutual_nearest_prototypes, reliable_prototypes, sampling_labels,
                                           unchanged_groups)
 
+from conftest import random_ids
+
 
 def as_sets(labels) -> set[frozenset]:
     labels = np.asarray(labels)
@@ -114,10 +116,7 @@ def naive_camera_disjoint(dist, cameras, eps) -> set[frozenset]:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_camera_disjoint_merges_equal_a_naive_reference(seed):
-    rng = np.random.default_rng(seed)
-    points = rng.normal(size=(16, 2))
-    dist = np.linalg.norm(points[:, None] - points[None], axis=2)
-    cameras = rng.integers(0, 4, size=16)
+    dist, cameras = random_ids(seed, n=16, dim=2, num_cameras=4)
     labels = camera_disjoint_merges(dist, cameras, eps=1.0)
     assert as_sets(labels) == naive_camera_disjoint(dist, cameras, 1.0)
     assert same_camera_prototypes(labels, cameras) == 0
@@ -174,10 +173,7 @@ def naive_mutual_nearest(assignment, dist, cameras) -> list[bool]:
 
 @pytest.mark.parametrize("seed", range(4))
 def test_mutual_nearest_prototypes_equal_a_naive_reference(seed):
-    rng = np.random.default_rng(seed)
-    points = rng.normal(size=(20, 2))
-    dist = np.linalg.norm(points[:, None] - points[None], axis=2)
-    cameras = rng.integers(0, 3, size=20)
+    dist, cameras = random_ids(seed, n=20, dim=2, num_cameras=3)
     assignment = camera_disjoint_merges(dist, cameras, eps=1.5)
     assignment[assignment >= 0] = np.unique(assignment[assignment >= 0], return_inverse=True)[1]
     if seed == 0:  # one prototype with two IDs of one camera: never reliable
