@@ -197,7 +197,7 @@ def stage2_sampling_labels(cfg: PiridConfig, labels: LabelSpace, stage2: Stage2 
     assignment = stage2.assignment.cpu().numpy()
     if cfg.stage2_sampling == "prototype":
         return assignment[labels.image_labels]
-    reliable = np.ones(int(assignment.max()) + 1, dtype=bool) if stage2.reliable is None else stage2.reliable.cpu().numpy()
+    reliable = None if stage2.reliable is None else stage2.reliable.cpu().numpy()
     return sampling_labels(assignment, reliable, labels.image_labels)
 
 

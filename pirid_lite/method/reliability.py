@@ -56,16 +56,25 @@ def reliable_prototypes(assignment, stricter, looser) -> np.ndarray:
     return unchanged_groups(assignment, stricter) & unchanged_groups(assignment, looser)
 
 
+def trusted_assignment(assignment, reliable=None) -> np.ndarray:
+    """``assignment`` with every prototype that ``reliable`` (Y,) does not trust set to −1 (noise); all are
+    trusted when ``reliable`` is None (sampling by every prototype, or the truth)."""
+    assignment = _as_labels(assignment)
+    if reliable is None:
+        return assignment
+    reliable = np.asarray(reliable, dtype=bool)
+    trusted = (assignment >= 0) & (reliable[np.maximum(assignment, 0)] if reliable.size else False)
+    return np.where(trusted, assignment, -1)
+
+
 def sampling_labels(assignment, reliable, image_labels) -> np.ndarray:
     """One P-K sampling label per training image: its prototype where that prototype is ``reliable``, else
     its own intra-camera ID (shifted past the prototypes, so the two kinds never collide). Images of noise
     IDs keep their ID, as in stage 1."""
     assignment, image_labels = _as_labels(assignment), _as_labels(image_labels)
-    reliable = np.asarray(reliable, dtype=bool)
-    per_row = np.where(assignment >= 0, assignment, 0)
-    trusted = (assignment >= 0) & reliable[per_row] if reliable.size else np.zeros_like(assignment, dtype=bool)
-    row_label = np.where(trusted, assignment, len(reliable) + np.arange(len(assignment)))
-    return row_label[image_labels]
+    used = trusted_assignment(assignment, reliable)
+    num = int(assignment.max()) + 1 if assignment.size and assignment.max() >= 0 else 0
+    return np.where(used >= 0, used, num + np.arange(len(assignment)))[image_labels]
 
 
 def mutual_nearest_prototypes(assignment, dist, cameras) -> np.ndarray:

@@ -293,6 +293,7 @@ def three_groupings(features, ids, cameras, true_identity_per_id, cfg) -> "pd.Da
     from ..method.groupings import GROUPINGS, ImageFeatures, associate, reliability
     from ..method.memory import id_centroids
     from ..method.prototypes import prototype_quality
+    from ..method.reliability import trusted_assignment
 
     features, ids = torch.as_tensor(features).float(), torch.as_tensor(ids).long()
     cameras = torch.as_tensor(cameras)
@@ -307,8 +308,7 @@ def three_groupings(features, ids, cameras, true_identity_per_id, cfg) -> "pd.Da
     for name, protos in formed.items():
         reading = readings[name].replace(reliability="mutual-nn")
         mask = reliability(GROUPINGS[reading.association], protos, bank, cameras, reading, None, images)
-        assignment = protos.assignment.numpy()
-        used = np.where((assignment >= 0) & mask[np.maximum(assignment, 0)], assignment, -1)
+        used = trusted_assignment(protos.assignment, mask)
         trusted.append(int(mask.sum()))
         precision.append(f"{prototype_quality(used, true_identity_per_id)[logkeys.PAIRWISE_PRECISION]:.3f}")
     extra = pd.DataFrame([trusted, precision], columns=table.columns,
