@@ -126,7 +126,7 @@ class Trainer:
             self.history.append(record)
             self._save(epoch)
             if self.save_features and epoch + 1 == self.cfg.stage1_epochs:  # the network that stage 2 starts from
-                self._write_train_features("stage1", self.run.train_features())
+                write_train_features(self, "stage1", self.run.train_features())
             self.log(format_epoch(record))
             if stop_after_epoch is not None and epoch + 1 >= stop_after_epoch and epoch + 1 < self.cfg.epochs:
                 return True
@@ -153,7 +153,7 @@ class Trainer:
         centroids = fresh_centroids(train_features, self.run.labels)
         if self.save_features:
             write_test_features(self, "final")
-            self._write_train_features("final", train_features)
+            write_train_features(self, "final", train_features)
         result = {"metrics": metrics, "provenance": record, "config": self.cfg.to_dict(),
                   "wall_seconds": round(time.perf_counter() - started, 2),
                   "final_epoch": self.history[-1] if self.history else None}
@@ -163,10 +163,6 @@ class Trainer:
         self.ctx.barrier()
         self.log("final: " + "  ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
         return result
-
-    def _write_train_features(self, stage: str, features: torch.Tensor) -> None:
-        if self.ctx.is_main:
-            self.files.write_train_features(stage, features, self.run.image_labels)
 
     def checkpoint_note(self) -> str:
         """What a stopped run leaves on disk, for its messages."""
@@ -181,7 +177,7 @@ class Trainer:
 
     def evaluate_untrained(self) -> dict[str, float]:
         """R1/R5/R10/mAP before training (the floor); the random state is kept, so :meth:`fit` trains as without it."""
-        self.setup()
+        self.setup()  # seeded first: the state kept is the one fit() starts from
         saved = rng_state()
         try:
             return self.evaluate()
@@ -206,6 +202,12 @@ def write_test_features(trainer: Trainer, stage: str) -> None:
     features = extract_items(trainer.model, items, trainer.cfg.replace(eval_flip=False), trainer.device, trainer.ctx)
     if trainer.ctx.is_main:
         trainer.files.write_features(stage, *features)
+
+
+def write_train_features(trainer: Trainer, stage: str, features: torch.Tensor) -> None:
+    """The training images' features with their labels (notebook 03's groupings on the same images)."""
+    if trainer.ctx.is_main:
+        trainer.files.write_train_features(stage, features, trainer.run.image_labels)
 
 
 def provenance(trainer: Trainer) -> dict[str, Any]:
