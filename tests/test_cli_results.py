@@ -109,6 +109,18 @@ def test_paired_differences_against_a_hand_worked_interval():
     assert out["ci_high"] == pytest.approx(3.0 + 2.4842, abs=1e-3)
 
 
+def test_pooled_comparison_pairs_on_instance_and_seed():
+    """Two instances that share seed numbers: a − b is 1, 2 on instance x and 3, 6 on y. Pairing on the seed
+    alone would mix the instances; on (instance, seed) the four differences have mean 3, s = √(14/3) and
+    half-width t(0.975, 3) · s / 2 = 3.1824 · 2.1602 / 2 = 3.4374."""
+    runs = pd.DataFrame({"dataset": ["x", "x", "y", "y"] * 2, "seed": [0, 1, 0, 1] * 2, "tag": [""] * 8,
+                         "variant": ["a"] * 4 + ["b"] * 4, "mAP": [11.0, 12.0, 23.0, 26.0, 10.0, 10.0, 20.0, 20.0]})
+    row = results.pooled_comparison(runs, pairs=(("a", "b"),)).iloc[0]
+    assert row["pairs"] == 4 and row["mean"] == 3.0 and row["ahead on"] == "4 of 4"
+    assert row["95 % interval"] == f"[{3 - 3.4374:+.1f}, {3 + 3.4374:+.1f}]" == "[-0.4, +6.4]"
+    assert row["per instance (mean, pairs)"] == "x: +1.5 (2); y: +4.5 (2)"
+
+
 def test_start_label_names_the_weights():
     assert results.start_label({"imagenet_weights": True, "weights_source": "ImageNet (MobileNetV2)"}) == \
         "ImageNet (MobileNetV2)"

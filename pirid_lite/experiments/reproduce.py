@@ -98,15 +98,27 @@ def generalise(results_root: str | Path = "results/generalisation", shard: str |
     return Path(results_root)
 
 
-def write_generalisation_table(results_root: str | Path = "results/generalisation") -> Path | None:
-    """Per instance: mAP per variant (mean over its seeds) and pirid − pirid-1 per seed, as Markdown."""
-    from .results import generalisation_table
+def write_generalisation_table(results_root: str | Path = "results/generalisation",
+                               table2_root: str | Path = "results", profile: str = "cpu") -> Path | None:
+    """Per instance: mAP per variant (mean over its seeds) and pirid − pirid-1 per seed, as Markdown; and,
+    once every instance has the pooled pairs, ``pooled.md``: pirid − pirid-1 and pirid − the paper's reading
+    paired on (instance, seed) over Table 2's instance (``table2_root``) and the generalisation ones."""
+    from .results import POOLED_PAIRS, generalisation_table, pooled_comparison
 
     runs = load_runs(results_root)
     if runs.empty:
         return None
     table = generalisation_table(runs)
-    return atomic_write_text(Path(results_root) / "generalisation.md", table.to_markdown(index=False) + "\n")
+    written = atomic_write_text(Path(results_root) / "generalisation.md", table.to_markdown(index=False) + "\n")
+    table2 = load_runs(table2_root)
+    pooled_runs = pd.concat([table2[(table2["dataset"] == "synthetic-small") & (table2["profile"] == profile)],
+                             runs[runs["profile"] == profile]], ignore_index=True)
+    try:
+        pooled = pooled_comparison(pooled_runs, POOLED_PAIRS)
+    except ValueError:  # an instance without both runs of a pair yet
+        return written
+    atomic_write_text(Path(results_root) / "pooled.md", pooled.to_markdown(index=False) + "\n")
+    return written
 
 
 def reproduce(results_root: str | Path = "results", dataset_name: str = "small", profile: str = "cpu",

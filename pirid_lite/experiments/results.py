@@ -60,12 +60,13 @@ def start_label(provenance: dict) -> str:
 
 
 def paired_differences(runs: pd.DataFrame, variant: str, baseline: str, metric: str = "mAP",
-                       confidence: float = 0.95) -> dict:
+                       confidence: float = 0.95, pair_on: tuple[str, ...] = ("seed",)) -> dict:
     """Per-seed ``variant − baseline`` differences of ``metric`` over the seeds both have, with their mean and
-    a Student-t confidence interval of the mean. A name is a variant (its untagged runs) or ``variant+tag``."""
+    a Student-t confidence interval of the mean. A name is a variant (its untagged runs) or ``variant+tag``.
+    ``pair_on=("dataset", "seed")`` pairs runs of several instances (keys of ``per_seed`` are then tuples)."""
     from scipy import stats
 
-    wide = runs.assign(label=run_labels(runs)).pivot_table(index="seed", columns="label", values=metric)
+    wide = runs.assign(label=run_labels(runs)).pivot_table(index=list(pair_on), columns="label", values=metric)
     if variant not in wide or baseline not in wide:
         raise ValueError(f"paired_differences: need runs of both {variant!r} and {baseline!r}")
     diff = (wide[variant] - wide[baseline]).dropna()
@@ -102,6 +103,25 @@ def paired_table(runs: pd.DataFrame, pairs=PAIRS, metric: str = "mAP") -> pd.Dat
         rows.append({"pair": f"{a} − {b}", "per seed": ", ".join(f"{v:+.1f}" for v in d["per_seed"].values()),
                      "mean": round(d["mean"], 2), "95 % interval": f"[{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]",
                      "ahead on": f"{d['wins']} of {d['seeds']}"})
+    return pd.DataFrame(rows)
+
+
+# The pooled generalisation comparison: every (instance, seed) pair of Table 2's instance and the generalisation ones.
+POOLED_PAIRS = ((METHOD, INTRA_ONLY), (METHOD, f"{METHOD}+paper-reading"))
+
+
+def pooled_comparison(runs: pd.DataFrame, pairs=POOLED_PAIRS, metric: str = "mAP") -> pd.DataFrame:
+    """One row per pair: the ``a − b`` differences paired on (instance, seed) over every instance ``runs``
+    holds, their mean and 95 % interval, how often ``a`` is ahead, and the mean difference per instance."""
+    rows = []
+    for a, b in pairs:
+        d = paired_differences(runs, a, b, metric, pair_on=("dataset", "seed"))
+        per_instance = pd.Series(d["per_seed"]).groupby(level=0).agg(["mean", "size"])
+        rows.append({"pair": f"{a} − {b}", "pairs": d["seeds"], "mean": round(d["mean"], 2),
+                     "95 % interval": f"[{d['ci_low']:+.1f}, {d['ci_high']:+.1f}]",
+                     "ahead on": f"{d['wins']} of {d['seeds']}",
+                     "per instance (mean, pairs)": "; ".join(f"{name}: {row['mean']:+.1f} ({row['size']:.0f})"
+                                                             for name, row in per_instance.iterrows())})
     return pd.DataFrame(rows)
 
 
