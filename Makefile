@@ -29,11 +29,11 @@ $(STAMP): $(UV) pyproject.toml uv.lock $(LAB_OVERRIDES)
 
 # Bytecode for `make test`: where PYTHONDONTWRITEBYTECODE=1 is set (as on the project's CI machines) Python never
 # writes .pyc files, so each of the dozens of processes the tests start would compile torch, scipy, sympy and
-# scikit-learn again (~5 s each); compiled once here (~25 s on both cores), every process reads them. `make demo`
-# (one process) skips it.
+# scikit-learn again (~5 s each); compiled once here (~25 s on both cores), every process reads them. The packages'
+# own test folders are never imported, so they are left out. `make demo` (one process) skips it.
 PYC_STAMP        := $(VENV)/.compiled
 $(PYC_STAMP): $(STAMP)
-	$(PY) -m compileall -q -j 0 -x '/torch/testing/_internal/py31[2-9]_' $(VENV)/lib pirid_lite benchmarks
+	$(PY) -m compileall -q -j 0 -x '/tests/|/torch/testing/_internal/py31[2-9]_' $(VENV)/lib pirid_lite benchmarks
 	@touch $(PYC_STAMP)
 
 env: $(STAMP)  ## create .venv from uv.lock (torch 2.13 + torchvision 0.28, pinned)
@@ -42,13 +42,17 @@ demo: $(STAMP)  ## generate the synthetic `small` benchmark, train PIRID (cpu pr
 	$(PY) -m pirid_lite demo --seed $(SEED)
 
 # Two pytest worker processes, one per core, each torch on one thread (OMP_NUM_THREADS=1, inherited by the
-# subprocesses tests start): on 2 cores that beats one process with two threads. loadfile keeps a file's tests
-# (and its module fixtures) on one worker; nbval needs loadscope so that a notebook's cells run in order.
+# subprocesses tests start): on 2 cores that beats one process with two threads. One session for the unit tests,
+# the benchmark smoke runs and the notebooks, so that neither core idles while the other ends a phase; loadfile
+# keeps a file's tests (and its module fixtures) on one worker, and a notebook's cells in order; files are dealt
+# longest first (tests/conftest.py, LONGEST_FIRST, then the notebooks), an order xdist would otherwise replace by
+# the number of tests per file. The notebooks' kernels inherit PIRID_NOTEBOOK_MODE=test (tests that read the mode
+# set it themselves).
 TEST_WORKERS ?= 2
 test: $(STAMP) $(PYC_STAMP)  ## unit tests, benchmark smoke runs and every notebook under nbval
-	OMP_NUM_THREADS=1 $(PY) -m pytest tests benchmarks -q -n $(TEST_WORKERS) --dist loadfile --durations=12
-	OMP_NUM_THREADS=1 PIRID_NOTEBOOK_MODE=test $(PY) -m pytest --nbval-lax --nbval-current-env notebooks -q \
-	  -p no:cacheprovider -n $(TEST_WORKERS) --dist loadscope
+	OMP_NUM_THREADS=1 PIRID_NOTEBOOK_MODE=test $(PY) -m pytest notebooks tests benchmarks --nbval-lax \
+	  --nbval-current-env -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder \
+	  --durations=12
 
 test-fast: $(STAMP)  ## unit tests only
 	$(PY) -m pytest tests -q -m "not slow"
