@@ -52,3 +52,20 @@ def test_results_set_to_a_missing_folder_is_an_error_naming_it(tmp_path, monkeyp
     monkeypatch.setenv(notebook.RESULTS, str(tmp_path / "a-file"))
     with pytest.raises(ValueError, match="not an existing folder"):
         notebook.settings()
+
+
+@pytest.mark.parametrize("mode, omp, expected", [("full", "1", 3), ("test", None, 3), ("test", "1", "kept")])
+def test_torch_threads_follow_the_notebook_unless_the_test_runner_set_them(monkeypatch, mode, omp, expected):
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("PIRID_NOTEBOOK_MODE", mode)
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)
+    try:
+        assert notebook.set_torch_threads(3) == (before if expected == "kept" else expected)
+        assert torch.get_num_threads() == (before if expected == "kept" else expected)
+    finally:
+        torch.set_num_threads(before)

@@ -62,6 +62,16 @@ class NotebookSettings:
         return text
 
 
+def set_torch_threads(threads: int) -> int:
+    """Give torch ``threads`` threads (what the committed outputs were computed with), except under nbval
+    (``PIRID_NOTEBOOK_MODE=test``), where the test runner's ``OMP_NUM_THREADS`` decides: two kernels with two
+    threads each beside other test workers on 2 cores spin-wait for each other (a cell 4 × slower). Returns
+    the count in use."""
+    if os.environ.get("PIRID_NOTEBOOK_MODE") != "test" or "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 def settings(gpu_profile: str = "cpu", gpu_dataset: str | None = None) -> NotebookSettings:
     """The notebook settings; ``gpu_profile="paper"`` lets a notebook use §3.1 exactly on a GPU, and
     ``gpu_dataset`` (e.g. ``"market"``, the Market-1501-scale preset) is its dataset there when
