@@ -69,7 +69,7 @@ lab: $(STAMP)  ## open the notebooks in JupyterLab (prints the URL; LAB_IP=0.0.0
 	exec $(VENV)/bin/jupyter lab --no-browser $$root --ServerApp.ip=$(LAB_IP) --ServerApp.port=$(LAB_PORT) \
 	  --ServerApp.port_retries=0 --IdentityProvider.token=$$token --ServerApp.root_dir=notebooks
 
-reproduce: $(STAMP)  ## regenerate every number of Tables 1-2 and results/FINDINGS.md (12 runs, about an hour on 2 cores: two single-threaded shards; resumable)
+reproduce: $(STAMP)  ## regenerate every number of Tables 1-2 and results/FINDINGS.md (40 runs, about 1 h 40 min on 2 cores: two single-threaded shards; resumable)
 	$(PY) -m pirid_lite reproduce --out results --prepare  # the benchmark, generated once before the shards read it
 	$(PY) -m pirid_lite reproduce --out results --shard 0/2 --threads 1 & $(PY) -m pirid_lite reproduce --out results --shard 1/2 --threads 1; wait
 	$(PY) -m pirid_lite reproduce --out results
