@@ -11,7 +11,7 @@ from pirid_lite import datasets, logkeys
 from pirid_lite.config import get_config
 from pirid_lite.errors import UserError
 from pirid_lite.engine.runfiles import CHECKPOINT, LOG, METRICS, STAGE1_CHECKPOINT
-from pirid_lite.engine.trainer import Trainer
+from pirid_lite.engine.trainer import Trainer, evaluate_untrained
 from pirid_lite.engine.training import lr_factor
 
 pytestmark = pytest.mark.slow
@@ -156,6 +156,6 @@ def test_short_training_beats_the_untrained_model(tiny, tmp_path):
     # one trainer: evaluate_untrained keeps the random state, so fit() trains exactly as a fresh trainer would
     # (one network build and one decode of the images fewer)
     trainer = Trainer(cfg, tiny, tmp_path, progress=False, log=lambda _: None)
-    untrained = trainer.evaluate_untrained()["mAP"]
+    untrained = evaluate_untrained(trainer)["mAP"]
     trained = trainer.fit()["metrics"]["mAP"]
     assert trained > untrained + 1.0, (untrained, trained)

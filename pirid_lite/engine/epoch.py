@@ -22,7 +22,7 @@ from ..evaluation.diagnostics import cross_camera_nn_accuracy
 from ..method.association import largest_prototype, same_camera_prototypes
 from ..method.memory import IntraCameraMemory, PrototypeMemory
 from ..method.prototypes import Prototypes, prototype_quality
-from ..method.reliability import trusted_assignment
+from ..method.reliability import group_count, trusted_assignment
 from ..variants import LabelSpace, VariantPolicy, policy
 from .epoch_prototypes import prototypes_for_epoch, sharded_train_features
 from .training import Stage2, TrainingState, epoch_loader, load_train_images, run_steps
@@ -115,10 +115,9 @@ def sampling_log(stage2: Stage2, run: EpochContext) -> dict[str, Any]:
     assignment = stage2.assignment.cpu().numpy()
     reliable = None if stage2.reliable is None else stage2.reliable.cpu().numpy()
     used = trusted_assignment(assignment, reliable)  # the prototypes the batches are drawn by
-    num = int(assignment.max()) + 1 if len(assignment) and assignment.max() >= 0 else 0
+    trusted_share = 1.0 if reliable is None else float(np.mean(reliable))   # every prototype, unless tested
     record = {logkeys.PROTOTYPE_SAMPLED_SHARE: float(np.mean(used[run.labels.image_labels] >= 0)),
-              logkeys.RELIABLE_SHARE: float(np.mean(reliable)) if num and reliable is not None
-              else (1.0 if num else float("nan"))}
+              logkeys.RELIABLE_SHARE: trusted_share if group_count(assignment) else float("nan")}
     if not run.variant.label_space.reads_truth:
         truth = run.dataset.hidden_truth.reveal_per_label(reason="sampling diagnostics (log only)")
         record[logkeys.SAMPLING_PRECISION] = prototype_quality(used, truth)[logkeys.PAIRWISE_PRECISION]

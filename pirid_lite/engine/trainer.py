@@ -175,15 +175,6 @@ class Trainer:
         self.run = None
         gc.collect()
 
-    def evaluate_untrained(self) -> dict[str, float]:
-        """R1/R5/R10/mAP before training (the floor); the random state is kept, so :meth:`fit` trains as without it."""
-        self.setup()  # seeded first: the state kept is the one fit() starts from
-        saved = rng_state()
-        try:
-            return self.evaluate()
-        finally:
-            set_rng_state(saved)
-
     def evaluate(self) -> dict[str, float]:
         """R1/R5/R10/mAP on the test split (sharded over the ranks of a distributed run)."""
         return evaluate_model(self.model, self.dataset, self.cfg, self.device, self.ctx)
@@ -194,6 +185,17 @@ def nonfinite_message(epoch: int, bad_terms: dict[str, float], checkpoint_note: 
     terms = ", ".join(f"{name} = {value}" for name, value in bad_terms.items()) or "their sum L"
     return (f"epoch {epoch + 1}: the loss became non-finite ({terms}); the run stopped without saving this "
             f"epoch, {checkpoint_note} (try a lower --set lr=...)")
+
+
+def evaluate_untrained(trainer: Trainer) -> dict[str, float]:
+    """R1/R5/R10/mAP before training (the floor); the random state is kept, so ``trainer.fit`` trains as
+    without it."""
+    trainer.setup()  # seeded first: the state kept is the one fit() starts from
+    saved = rng_state()
+    try:
+        return trainer.evaluate()
+    finally:
+        set_rng_state(saved)
 
 
 def write_test_features(trainer: Trainer, stage: str) -> None:

@@ -101,8 +101,8 @@ def generalise(results_root: str | Path = "results/generalisation", shard: str |
 def write_generalisation_table(results_root: str | Path = "results/generalisation",
                                table2_root: str | Path = "results", profile: str = "cpu") -> Path | None:
     """Per instance: mAP per variant (mean over its seeds) and pirid − pirid-1 per seed, as Markdown; and,
-    once every instance has the pooled pairs, ``pooled.md``: pirid − pirid-1 and pirid − the paper's reading
-    paired on (instance, seed) over Table 2's instance (``table2_root``) and the generalisation ones."""
+    once each pooled pair has two or more (instance, seed) pairs, ``pooled.md``: pirid − pirid-1 and pirid −
+    the paper's reading over Table 2's instance (``table2_root``) and the generalisation ones."""
     from .results import POOLED_PAIRS, generalisation_table, pooled_comparison
 
     runs = load_runs(results_root)

@@ -28,6 +28,12 @@ def _as_labels(assignment) -> np.ndarray:
     return np.asarray(getattr(assignment, "cpu", lambda: assignment)(), dtype=np.int64).reshape(-1)
 
 
+def group_count(labels) -> int:
+    """The number of groups in a labelling with groups 0..Y−1 and −1 = noise: Y."""
+    labels = _as_labels(labels)
+    return int(labels.max()) + 1 if labels.size and labels.max() >= 0 else 0
+
+
 def unchanged_groups(assignment, other) -> np.ndarray:
     """(Y,) bool: whether prototype ``p`` of ``assignment`` (−1 = noise) is exactly one group of ``other``
     (the same IDs, no more and no fewer); both hold one group per memory row."""
@@ -35,7 +41,7 @@ def unchanged_groups(assignment, other) -> np.ndarray:
     if assignment.shape != other.shape:
         raise ValueError(f"unchanged_groups: the groupings have {assignment.shape} and {other.shape} rows; "
                          "expected one entry per memory row in both")
-    num = int(assignment.max()) + 1 if assignment.size and assignment.max() >= 0 else 0
+    num = group_count(assignment)
     kept = assignment >= 0
     rows, theirs = assignment[kept], other[kept]
     size = np.bincount(rows, minlength=num)
@@ -44,7 +50,7 @@ def unchanged_groups(assignment, other) -> np.ndarray:
     np.minimum.at(lowest, rows, theirs)
     np.maximum.at(highest, rows, theirs)
     one_group = (lowest == highest) & (lowest >= 0)
-    their_size = np.bincount(other[other >= 0], minlength=int(other.max()) + 1 if (other >= 0).any() else 0)
+    their_size = np.bincount(other[other >= 0], minlength=group_count(other))
     same_size = np.zeros(num, dtype=bool)
     same_size[one_group] = their_size[lowest[one_group]] == size[one_group]
     return one_group & same_size
@@ -73,8 +79,7 @@ def sampling_labels(assignment, reliable, image_labels) -> np.ndarray:
     IDs keep their ID, as in stage 1."""
     assignment, image_labels = _as_labels(assignment), _as_labels(image_labels)
     used = trusted_assignment(assignment, reliable)
-    num = int(assignment.max()) + 1 if assignment.size and assignment.max() >= 0 else 0
-    return np.where(used >= 0, used, num + np.arange(len(assignment)))[image_labels]
+    return np.where(used >= 0, used, group_count(assignment) + np.arange(len(assignment)))[image_labels]
 
 
 def mutual_nearest_prototypes(assignment, dist, cameras) -> np.ndarray:
@@ -83,7 +88,7 @@ def mutual_nearest_prototypes(assignment, dist, cameras) -> np.ndarray:
     ``cameras`` (N,)). A prototype with two IDs of one camera is never reliable."""
     assignment, cameras = _as_labels(assignment), _as_labels(cameras)
     dist = np.asarray(dist, dtype=np.float64)
-    n, num = len(assignment), int(assignment.max()) + 1 if assignment.size and assignment.max() >= 0 else 0
+    n, num = len(assignment), group_count(assignment)
     num_cameras = int(cameras.max()) + 1 if n else 0
     # nearest[i, c]: the ID of camera c nearest to ID i (itself excluded); one pass per camera
     dist = dist.copy()

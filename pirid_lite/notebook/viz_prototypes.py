@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import logkeys
+from ..method.reliability import group_count
 
 PROTOTYPE_STATS = (logkeys.NUM_PROTOTYPES, logkeys.NOISE_SHARE, logkeys.PURITY, logkeys.PAIRWISE_F)
 PROTOTYPE_QUALITY_SHOWN = (logkeys.PURITY, logkeys.PAIRWISE_F, logkeys.NOISE_SHARE, logkeys.MEMORY_NN_ACCURACY)
@@ -86,7 +87,7 @@ def plot_prototype_setting(assignment, true_identity_per_id, sweep: "pd.DataFram
 
     assignment = np.asarray(assignment)
     truth = np.asarray(true_identity_per_id)
-    num_prototypes = int(assignment.max()) + 1 if (assignment >= 0).any() else 0
+    num_prototypes = group_count(assignment)
     sizes = np.bincount(assignment[assignment >= 0], minlength=num_prototypes)
     pure = np.array([len(np.unique(truth[assignment == y])) == 1 for y in range(num_prototypes)], dtype=bool)
     order = np.argsort(-sizes, kind="stable")
